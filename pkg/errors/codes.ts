@@ -1,0 +1,53 @@
+/**
+ * The registry of error codes. Add an entry here (alphabetical within its area) and a matching row in
+ * docs/ERRORS.md; `errors.test.ts` fails when the two disagree.
+ */
+export interface ErrorCodeSpec {
+  /** What went wrong, in one line, for docs/ERRORS.md. */
+  readonly summary: string;
+  /** What an operator should check, when a mistake on their side is the likely cause. */
+  readonly hint?: string;
+}
+
+function spec<const T extends Record<string, ErrorCodeSpec>>(t: T): T {
+  return t;
+}
+
+export const CODES = spec({
+  MESH_ERR_CONFIG_INVALID: {
+    summary: 'An environment variable or flag has a value that cannot be parsed or is out of range.',
+    hint: 'the message names the variable, the value and the accepted form',
+  },
+  MESH_ERR_INTERNAL_BUG: {
+    summary: 'An internal invariant was broken; the message starts with BUG:. Please report it.',
+  },
+  MESH_ERR_DRAIN_TIMEOUT: {
+    summary: 'Graceful drain did not finish before its deadline; remaining connections were closed.',
+  },
+  MESH_ERR_NETNS_OPEN: {
+    summary: 'A network namespace could not be opened (path missing or not a netns).',
+    hint: 'check that the pod sandbox still exists and that the process runs with CAP_SYS_ADMIN',
+  },
+  MESH_ERR_NETNS_SETNS: {
+    summary: 'Entering or leaving a network namespace failed.',
+    hint: 'setns needs CAP_SYS_ADMIN (and CAP_NET_ADMIN for marks); check the manifest capabilities',
+  },
+  MESH_ERR_NETNS_SOCKET: {
+    summary: 'A socket operation in the native addon failed (socket, setsockopt, bind, listen, connect).',
+  },
+  MESH_ERR_NETNS_ORIGINAL_DST: {
+    summary: 'SO_ORIGINAL_DST could not be read for an accepted connection (not redirected, or conntrack gone).',
+  },
+  MESH_ERR_NETNS_SEQPACKET: {
+    summary: 'A unix SOCK_SEQPACKET operation (ZDS transport) failed or received a malformed message.',
+  },
+  MESH_ERR_NETNS_ADDON_MISSING: {
+    summary: 'The native addon pkg/netns was not built.',
+    hint: 'run `npm ci` (it builds the addon with node-gyp); a C++ compiler and python3 are required',
+  },
+  MESH_ERR_PROTO_DECODE: {
+    summary: 'A protobuf message could not be decoded (truncated, wrong wire type, or oversize).',
+  },
+});
+
+export type ErrorCode = keyof typeof CODES;
