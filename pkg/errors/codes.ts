@@ -9,11 +9,7 @@ export interface ErrorCodeSpec {
   readonly hint?: string;
 }
 
-function spec<const T extends Record<string, ErrorCodeSpec>>(t: T): T {
-  return t;
-}
-
-export const CODES = spec({
+const REGISTRY = {
   MESH_ERR_CONFIG_INVALID: {
     summary: 'An environment variable or flag has a value that cannot be parsed or is out of range.',
     hint: 'the message names the variable, the value and the accepted form',
@@ -36,7 +32,8 @@ export const CODES = spec({
     summary: 'A socket operation in the native addon failed (socket, setsockopt, bind, listen, connect).',
   },
   MESH_ERR_NETNS_ORIGINAL_DST: {
-    summary: 'SO_ORIGINAL_DST could not be read for an accepted connection (not redirected, or conntrack gone).',
+    summary:
+      'SO_ORIGINAL_DST could not be read for an accepted connection (not redirected, or conntrack gone).',
   },
   MESH_ERR_NETNS_SEQPACKET: {
     summary: 'A unix SOCK_SEQPACKET operation (ZDS transport) failed or received a malformed message.',
@@ -48,6 +45,7 @@ export const CODES = spec({
   MESH_ERR_PROTO_DECODE: {
     summary: 'A protobuf message could not be decoded (truncated, wrong wire type, or oversize).',
   },
-});
+} as const satisfies Record<string, ErrorCodeSpec>;
 
-export type ErrorCode = keyof typeof CODES;
+export type ErrorCode = keyof typeof REGISTRY;
+export const CODES: Readonly<Record<ErrorCode, ErrorCodeSpec>> = REGISTRY;
