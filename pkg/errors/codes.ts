@@ -20,6 +20,13 @@ const REGISTRY = {
   MESH_ERR_DRAIN_TIMEOUT: {
     summary: 'Graceful drain did not finish before its deadline; remaining connections were closed.',
   },
+  MESH_ERR_IDENTITY_FETCH: {
+    summary: 'A workload certificate could not be obtained from the CA (or the manager was closed).',
+    hint: 'check istiod reachability on :15012 and the CA logs; a valid certificate keeps serving meanwhile',
+  },
+  MESH_ERR_IDENTITY_INVALID: {
+    summary: 'A SPIFFE identity, CSR or certificate is malformed or does not match what was expected.',
+  },
   MESH_ERR_NETNS_OPEN: {
     summary: 'A network namespace could not be opened (path missing or not a netns).',
     hint: 'check that the pod sandbox still exists and that the process runs with CAP_SYS_ADMIN',
