@@ -10,6 +10,10 @@ export interface ErrorCodeSpec {
 }
 
 const REGISTRY = {
+  MESH_ERR_CA_MATERIAL: {
+    summary: 'The CA key material (Secret cacerts or istio-ca-secret) is unreadable or inconsistent.',
+    hint: 'ca-key.pem must match ca-cert.pem, which must be a CA chaining through cert-chain.pem to root-cert.pem',
+  },
   MESH_ERR_CONFIG_INVALID: {
     summary: 'An environment variable or flag has a value that cannot be parsed or is out of range.',
     hint: 'the message names the variable, the value and the accepted form',

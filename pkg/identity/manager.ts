@@ -345,23 +345,29 @@ export class CertManager {
   }
 
   private toCertificate(id: Identity, privateKey: KeyObject, pems: string[]): WorkloadCertificate {
-    const certs = pems.flatMap((p) => pemCertificates(p));
-    if (certs.length === 0) throw new MeshError('MESH_ERR_IDENTITY_FETCH', 'CA returned no certificate');
+    // Istio's response: leaf, intermediates…, and the root bundle (all trust anchors) as the last element.
     const pemOf = (d: Buffer) => new X509Certificate(d).toString();
-    const leaf = new X509Certificate(certs[0]!);
+    let chain: Buffer[];
+    let roots: Buffer[];
+    if (pems.length > 1) {
+      chain = pems.slice(0, -1).flatMap((p) => pemCertificates(p));
+      roots = pemCertificates(pems[pems.length - 1]!);
+    } else {
+      const all = pemCertificates(pems[0] ?? '');
+      chain = all.slice(0, 1);
+      roots = all.length > 1 ? all.slice(1) : all;
+    }
+    if (chain.length === 0 || roots.length === 0) {
+      throw new MeshError('MESH_ERR_IDENTITY_FETCH', 'CA returned no certificate or no root');
+    }
+    const leaf = new X509Certificate(chain[0]!);
     if (!leaf.checkPrivateKey(privateKey)) {
       throw new MeshError('MESH_ERR_IDENTITY_FETCH', 'CA returned a certificate for a different key');
     }
     const want = `URI:${formatSpiffeId(id)}`;
     if (!(leaf.subjectAltName ?? '').split(', ').includes(want)) {
-      throw new MeshError(
-        'MESH_ERR_IDENTITY_FETCH',
-        `CA returned a certificate without ${want} (${leaf.subjectAltName})`,
-      );
+      throw new MeshError('MESH_ERR_IDENTITY_FETCH', `CA returned a certificate without ${want} (${leaf.subjectAltName})`);
     }
-    // Istio's response: leaf, intermediates…, root last. One cert alone is its own root (test CAs).
-    const chain = certs.length > 1 ? certs.slice(0, -1) : certs;
-    const roots = certs.length > 1 ? certs.slice(-1) : certs;
     return new WorkloadCertificate(id, privateKey, chain.map(pemOf), roots.map(pemOf));
   }
 }
