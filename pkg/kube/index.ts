@@ -2,7 +2,13 @@
  * Kubernetes client setup shared by the components. In a pod, `loadKubeConfig()` uses the mounted service
  * account (token, CA, KUBERNETES_SERVICE_HOST/PORT), exactly as on a real cluster; outside, KUBECONFIG.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+import {
+  KubeConfig,
+  type KubernetesObject,
+  type ListPromise,
+  ListWatch,
+  Watch,
+} from '@kubernetes/client-node';
 
 export { KubeConfig } from '@kubernetes/client-node';
 
@@ -29,3 +35,21 @@ export function statusCodeOf(err: unknown): number | null {
 
 export const isNotFound = (err: unknown): boolean => statusCodeOf(err) === 404;
 export const isConflict = (err: unknown): boolean => statusCodeOf(err) === 409;
+
+export interface InformerOptions {
+  readonly labelSelector?: string;
+  readonly fieldSelector?: string;
+}
+
+/**
+ * A list+watch cache (client-node's ListWatch) that starts when `start()` is called, with optional label and
+ * field selectors applied to both the list and the watch.
+ */
+export function informer<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  listFn: ListPromise<T>,
+  opts: InformerOptions = {},
+): ListWatch<T> {
+  return new ListWatch<T>(path, new Watch(kc), listFn, false, opts.labelSelector, opts.fieldSelector);
+}
