@@ -21,6 +21,23 @@ const REGISTRY = {
   MESH_ERR_INTERNAL_BUG: {
     summary: 'An internal invariant was broken; the message starts with BUG:. Please report it.',
   },
+  MESH_ERR_CTL_CLUSTER: {
+    summary: 'ambientctl could not talk to the Kubernetes API.',
+    hint: 'check --kubeconfig / KUBECONFIG and that the cluster (or `ambientctl lab up`) is running',
+  },
+  MESH_ERR_CTL_KUBECTL: {
+    summary: 'A kubectl invocation made by ambientctl failed or kubectl is missing.',
+  },
+  MESH_ERR_CTL_PROFILE: {
+    summary: 'The named installation profile does not exist.',
+    hint: 'run `ambientctl profile list`',
+  },
+  MESH_ERR_CTL_TIMEOUT: {
+    summary: 'A component did not become ready in time.',
+  },
+  MESH_ERR_CTL_USAGE: {
+    summary: 'The command was called with missing or conflicting arguments.',
+  },
   MESH_ERR_DRAIN_TIMEOUT: {
     summary: 'Graceful drain did not finish before its deadline; remaining connections were closed.',
   },

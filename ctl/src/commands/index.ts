@@ -1,0 +1,4 @@
+import type { Command } from '../cli.ts';
+import { installCommands } from './install.ts';
+
+export const commands: readonly Command[] = [...installCommands];
