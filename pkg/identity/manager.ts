@@ -366,7 +366,10 @@ export class CertManager {
     }
     const want = `URI:${formatSpiffeId(id)}`;
     if (!(leaf.subjectAltName ?? '').split(', ').includes(want)) {
-      throw new MeshError('MESH_ERR_IDENTITY_FETCH', `CA returned a certificate without ${want} (${leaf.subjectAltName})`);
+      throw new MeshError(
+        'MESH_ERR_IDENTITY_FETCH',
+        `CA returned a certificate without ${want} (${leaf.subjectAltName})`,
+      );
     }
     return new WorkloadCertificate(id, privateKey, chain.map(pemOf), roots.map(pemOf));
   }
