@@ -46,10 +46,15 @@ export function helpText(commands: readonly Command[], prefix: readonly string[]
   ].join('\n');
 }
 
+export interface Io {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+}
+
 export async function runCli(
   commands: readonly Command[],
   argv: readonly string[],
-  io = defaultIo(),
+  io: Io = defaultIo(),
 ): Promise<number> {
   if (argv.length === 0 || argv[0] === 'help' || argv[0] === '--help' || argv[0] === '-h') {
     io.out(helpText(commands, argv[0] === 'help' ? argv.slice(1) : []));
@@ -98,9 +103,13 @@ export async function runCli(
   }
 }
 
-export function defaultIo() {
+export function defaultIo(): Io {
   return {
-    out: (line: string) => process.stdout.write(`${line}\n`),
-    err: (line: string) => process.stderr.write(`${line}\n`),
+    out: (line: string) => {
+      process.stdout.write(`${line}\n`);
+    },
+    err: (line: string) => {
+      process.stderr.write(`${line}\n`);
+    },
   };
 }
