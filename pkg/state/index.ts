@@ -213,9 +213,9 @@ export class ProxyState {
       this.policies.set(p.key, p);
       if (p.scope === 'global') this.globalPolicies.add(p.key);
       else if (p.scope === 'namespace') {
-        let s = this.namespacePolicies.get(p.namespace);
-        if (!s) this.namespacePolicies.set(p.namespace, (s = new Set()));
-        s.add(p.key);
+        const s = this.namespacePolicies.get(p.namespace);
+        if (s) s.add(p.key);
+        else this.namespacePolicies.set(p.namespace, new Set([p.key]));
       }
       this.emit({ kind: 'policy', key: p.key, removed: false });
     }
@@ -237,9 +237,9 @@ export class ProxyState {
     this.workloads.set(info.uid, info);
     for (const ip of info.ips) this.workloadsByIp.set(netKey(info.network, ip), info);
     for (const svc of Object.keys(w.services)) {
-      let s = this.endpointsByService.get(svc);
-      if (!s) this.endpointsByService.set(svc, (s = new Set()));
-      s.add(info.uid);
+      const s = this.endpointsByService.get(svc);
+      if (s) s.add(info.uid);
+      else this.endpointsByService.set(svc, new Set([info.uid]));
     }
     this.emit({ kind: 'workload', uid: info.uid, removed: false });
   }
