@@ -134,15 +134,22 @@ export class ZdsClient {
 
   private onMessage(sock: SeqpacketSocket, data: Buffer, fds: number[]): void {
     const decoded = decodeSafe(WorkloadRequest, data);
-    if (!decoded.ok)
-      return this.protocolError(sock, `undecodable WorkloadRequest: ${decoded.error.message}`, fds);
+    if (!decoded.ok) {
+      this.protocolError(sock, `undecodable WorkloadRequest: ${decoded.error.message}`, fds);
+      return;
+    }
     const payload = decoded.value.payload;
-    if (!payload) return this.protocolError(sock, 'WorkloadRequest without payload', fds);
+    if (!payload) {
+      this.protocolError(sock, 'WorkloadRequest without payload', fds);
+      return;
+    }
     if (payload.$case !== 'add' && fds.length > 0) {
-      return this.protocolError(sock, `${payload.$case} carried ${fds.length} fd(s)`, fds);
+      this.protocolError(sock, `${payload.$case} carried ${fds.length} fd(s)`, fds);
+      return;
     }
     if (payload.$case === 'add' && fds.length !== 1) {
-      return this.protocolError(sock, `add for ${payload.value.uid} carried ${fds.length} fds (want 1)`, fds);
+      this.protocolError(sock, `add for ${payload.value.uid} carried ${fds.length} fds (want 1)`, fds);
+      return;
     }
     this.chain = this.chain.then(async () => {
       let error = '';
