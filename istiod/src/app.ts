@@ -22,36 +22,23 @@ import { createRegistry, Gauge, type Registry, serveMetrics } from '../../pkg/me
 import { setLogLevel } from '../../pkg/telemetry/index.ts';
 import { IstioCertificateServiceService } from '../../pkg/xds/gen/istio/v1/auth/ca.ts';
 import type { CaMaterial } from './ca/authority.ts';
-import { ApiNodeIndex, loadCaMaterial, PLUGGED_SECRET, TokenReviewAuthenticator } from './ca/kube.ts';
+import { loadCaMaterial, PLUGGED_SECRET, TokenReviewAuthenticator } from './ca/kube.ts';
 import { RootCertPublisher } from './ca/publisher.ts';
 import { CaService } from './ca/service.ts';
 import { ServingCertificate, servingDnsNames } from './ca/serving.ts';
 import type { IstiodConfig } from './config.ts';
-
-/** A gRPC service another module contributes (the xDS server), served on both xDS ports. */
-export interface GrpcContribution {
-  readonly definition: ServiceDefinition;
-  readonly handlers: UntypedServiceImplementation;
-  /** Also served on the plaintext port (Istio serves xDS on 15010; the CA only on 15012). */
-  readonly plaintext: boolean;
-}
-
-/** Debug endpoints other modules add under the 8080 server, e.g. `/debug/syncz`. */
-export type DebugHandler = () => unknown;
+import { AmbientIndex } from './index/index.ts';
+import { AmbientController } from './kube/controller.ts';
+import { InformerNodeIndex } from './kube/nodeindex.ts';
+import { KubeStatusWriter } from './kube/status.ts';
+import { handleDebugRequest } from './xds/debug.ts';
+import { XdsServer } from './xds/server.ts';
 
 export interface IstiodInputs {
   readonly config: IstiodConfig;
   readonly kubeConfig: KubeConfig;
   readonly logger: Logger;
   readonly registry?: Registry;
-  /** Extra gRPC services (xDS) and their debug endpoints and readiness. */
-  readonly extensions?: ReadonlyArray<{
-    readonly grpc?: readonly GrpcContribution[];
-    readonly debug?: Readonly<Record<string, DebugHandler>>;
-    readonly ready?: () => boolean;
-    readonly start?: () => Promise<void>;
-    readonly stop?: () => void;
-  }>;
 }
 
 function bindGrpc(server: GrpcServer, address: string, creds: ServerCredentials): Promise<number> {
@@ -83,6 +70,10 @@ export class Istiod {
   private readonly serving: ServingCertificate;
   private readonly publisher: RootCertPublisher;
   private readonly cacertsWatch: ListWatch<V1Secret>;
+  readonly index: AmbientIndex;
+  readonly xds: XdsServer;
+  private readonly status: KubeStatusWriter;
+  private controller: AmbientController | null = null;
   private material: CaMaterial;
   private ready = false;
 
@@ -99,6 +90,9 @@ export class Istiod {
       cacertsWatch: ListWatch<V1Secret>;
       material: CaMaterial;
       ports: Istiod['ports'];
+      index: AmbientIndex;
+      xds: XdsServer;
+      status: KubeStatusWriter;
     },
   ) {
     this.inputs = inputs;
@@ -112,6 +106,9 @@ export class Istiod {
     this.cacertsWatch = parts.cacertsWatch;
     this.material = parts.material;
     this.ports = parts.ports;
+    this.index = parts.index;
+    this.xds = parts.xds;
+    this.status = parts.status;
   }
 
   static async create(inputs: IstiodInputs): Promise<Istiod> {
@@ -128,10 +125,23 @@ export class Istiod {
         if (first) this.set(Date.parse(new X509Certificate(first).validTo) / 1000);
       },
     });
+    const index = new AmbientIndex({
+      clusterId: config.clusterId,
+      trustDomain: config.trustDomain,
+      rootNamespace: config.rootNamespace,
+    });
+    const xds = new XdsServer({
+      registry,
+      logger: logger.child({ module: 'xds' }),
+      controlPlaneId: config.podName,
+    });
+    const status = new KubeStatusWriter(kc, logger.child({ module: 'status' }));
+    const authenticator = new TokenReviewAuthenticator(kc);
     const ca = new CaService({
       material: () => holder.get(),
-      authenticator: new TokenReviewAuthenticator(kc),
-      nodes: new ApiNodeIndex(kc),
+      authenticator,
+      // Impersonation checks answer from the informer cache the ambient index keeps (no API call per CSR).
+      nodes: new InformerNodeIndex(index),
       trustDomain: config.trustDomain,
       trustedNodeAccounts: new Set(config.trustedNodeAccounts),
       defaultTtlMs: config.defaultCertTtlMs,
@@ -152,12 +162,9 @@ export class Istiod {
     const grpcSecure = new GrpcServer(grpcOptions);
     const grpcPlain = new GrpcServer(grpcOptions);
     grpcSecure.addService(IstioCertificateServiceService, ca.handlers());
-    for (const ext of inputs.extensions ?? []) {
-      for (const c of ext.grpc ?? []) {
-        grpcSecure.addService(c.definition, c.handlers);
-        if (c.plaintext) grpcPlain.addService(c.definition, c.handlers);
-      }
-    }
+    // xDS: authenticated on 15012 (the node id's namespace must be the caller's), open on 15010 as in Istio.
+    xds.register(grpcSecure, { authenticator });
+    xds.register(grpcPlain);
     const secureCreds = experimental.createCertificateProviderServerCredentials(serving, null, false);
     const host = config.bindAddress;
     const xdsSecure = await bindGrpc(grpcSecure, `${host}:${config.xdsSecurePort}`, secureCreds);
@@ -167,8 +174,6 @@ export class Istiod {
       ServerCredentials.createInsecure(),
     );
 
-    const debug: Record<string, DebugHandler> = {};
-    for (const ext of inputs.extensions ?? []) Object.assign(debug, ext.debug ?? {});
     // The instance is assigned below; handlers read it lazily.
     let self: Istiod | null = null;
     const http = createHttpServer((req, res) => {
@@ -189,11 +194,7 @@ export class Istiod {
         );
         return;
       }
-      const handler = path ? debug[path] : undefined;
-      if (handler) {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(handler(), null, 2));
-        return;
-      }
+      if (handleDebugRequest({ xds, index }, req, res)) return;
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     });
     const monitoring = createHttpServer((req, res) => {
@@ -228,6 +229,9 @@ export class Istiod {
       cacertsWatch,
       material,
       ports: { xdsPlaintext, xdsSecure, monitoring: monitoringPort, http: httpPort },
+      index,
+      xds,
+      status,
     });
     self = instance;
     const reload = async () => {
@@ -251,7 +255,7 @@ export class Istiod {
   }
 
   isReady(): boolean {
-    return this.ready && (this.inputs.extensions ?? []).every((e) => e.ready?.() ?? true);
+    return this.ready;
   }
 
   get caMaterial(): CaMaterial {
@@ -266,7 +270,17 @@ export class Istiod {
   async run(): Promise<void> {
     await this.publisher.start();
     await this.cacertsWatch.start();
-    for (const ext of this.inputs.extensions ?? []) await ext.start?.();
+    const { kubeConfig, logger } = this.inputs;
+    this.controller = await AmbientController.create({
+      kubeConfig,
+      index: this.index,
+      xds: this.xds,
+      status: this.status,
+      registry: this.registry,
+      logger: logger.child({ module: 'ambient' }),
+    });
+    // Serve config only once every kind has been listed: a ztunnel must never see a partial mesh.
+    await this.controller.synced;
     const grpcDrainable = (name: string, s: GrpcServer): Drainable => ({
       name,
       drain: () => new Promise<void>((resolve) => s.tryShutdown(() => resolve())),
@@ -285,7 +299,9 @@ export class Istiod {
     this.publisher.stop();
     await this.cacertsWatch.stop();
     this.serving.close();
-    for (const ext of this.inputs.extensions ?? []) ext.stop?.();
+    this.controller?.stop();
+    this.status.stop();
+    this.xds.close();
     await this.drain.run(graceMs, this.inputs.logger);
   }
 }
