@@ -1,0 +1,163 @@
+/**
+ * Golden files for both renderings of the rule model (`testdata/<case>.<backend>.golden`). Regenerate with
+ * `UPDATE_GOLDEN=1 npx vitest run cni-plugin/src/rules`; without it any difference fails the test.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { type Backend, hostRules, podRules, type RuleSet, renderPlan } from './index.ts';
+import { POD_CHAINS, parseIptablesSave, renderRemoval, renderRestore } from './iptables.ts';
+import { hasLocalRoute, hasRouteRule, ROUTE_RULE_PREF } from './model.ts';
+import { renderNftApply, renderNftRemove } from './nftables.ts';
+
+const TESTDATA = fileURLToPath(new URL('./testdata/', import.meta.url));
+const UPDATE = process.env.UPDATE_GOLDEN === '1';
+
+const CASES: ReadonlyArray<{ name: string; set: RuleSet }> = [
+  { name: 'default', set: podRules({ families: [4], dnsCapture: false, bypassInbound: false }) },
+  { name: 'dns', set: podRules({ families: [4], dnsCapture: true, bypassInbound: false }) },
+  { name: 'ipv6', set: podRules({ families: [4, 6], dnsCapture: false, bypassInbound: false }) },
+  { name: 'ipv6-dns', set: podRules({ families: [4, 6], dnsCapture: true, bypassInbound: false }) },
+  { name: 'bypass-inbound', set: podRules({ families: [4], dnsCapture: false, bypassInbound: true }) },
+  {
+    name: 'host-probe',
+    set: hostRules([4, 6], { v4: ['10.244.1.7', '10.244.1.5'], v6: ['fd00:10:244:1::5'] }),
+  },
+];
+
+function golden(file: string, actual: string): void {
+  const path = join(TESTDATA, file);
+  if (UPDATE || !existsSync(path)) {
+    if (!UPDATE) throw new Error(`${file} is missing; run with UPDATE_GOLDEN=1 to create it`);
+    writeFileSync(path, actual);
+    return;
+  }
+  expect(actual, `${file} differs (UPDATE_GOLDEN=1 regenerates)`).toBe(readFileSync(path, 'utf8'));
+}
+
+describe('golden rule renderings', () => {
+  for (const c of CASES) {
+    for (const backend of ['iptables', 'nftables'] as Backend[]) {
+      it(`${c.name} (${backend})`, () => {
+        golden(`${c.name}.${backend}.golden`, renderPlan(c.set, backend));
+      });
+    }
+  }
+});
+
+describe('rule model', () => {
+  it('follows Istio in-pod mode: marks, ports, probe address, loopback exemptions', () => {
+    const plan = renderPlan(podRules({ families: [4], dnsCapture: false, bypassInbound: false }), 'iptables');
+    expect(plan).toContain('-A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff');
+    expect(plan).toContain(
+      '-A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff',
+    );
+    expect(plan).toContain('-A ISTIO_PRERT -s 169.254.7.127/32 -p tcp -j ACCEPT');
+    expect(plan).toContain('-A ISTIO_OUTPUT -d 169.254.7.127/32 -p tcp -j ACCEPT');
+    expect(plan).toContain(
+      '-A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15006',
+    );
+    expect(plan).toContain('-A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT');
+    expect(plan).toContain('-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT');
+    expect(plan).toContain(
+      '-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001',
+    );
+    expect(plan).toContain('rule add fwmark 0x111/0xfff pref 32764 lookup 100');
+    expect(plan).toContain('route replace local 0.0.0.0/0 dev lo table 100');
+    expect(plan).not.toContain('15053');
+  });
+
+  it('skips inbound capture but keeps outbound when inbound is bypassed', () => {
+    const plan = renderPlan(podRules({ families: [4], dnsCapture: false, bypassInbound: true }), 'iptables');
+    expect(plan).not.toContain('15006');
+    expect(plan).not.toContain('ISTIO_PRERT');
+    expect(plan).toContain('--to-ports 15001');
+  });
+
+  it('renders the same rule count in both forms', () => {
+    for (const c of CASES) {
+      const ipt = renderPlan(c.set, 'iptables')
+        .split('\n')
+        .filter((l) => /^-A ISTIO_/.test(l)).length;
+      // iptables renders a family-agnostic rule once per family; nft's inet table holds it once.
+      const nft = renderNftApply(c.set)
+        .split('\n')
+        .filter((l) => /\bcounter\b/.test(l))
+        .reduce((n, l) => n + (/\b(ip6?) (s|d)addr\b|meta nfproto/.test(l) ? 1 : c.set.families.length), 0);
+      // nft folds the per-IP host rules into one set lookup per family; count set elements instead.
+      if (c.set.scope === 'host') {
+        expect(ipt).toBe(c.set.probes.v4.length + c.set.probes.v6.length);
+        expect(nft).toBe(c.set.families.length);
+      } else {
+        expect(nft, c.name).toBe(ipt);
+      }
+    }
+  });
+});
+
+describe('iptables reconcile against the current state', () => {
+  const set = podRules({ families: [4], dnsCapture: false, bypassInbound: false });
+  const saved = parseIptablesSave(
+    [
+      '# Generated by iptables-save v1.8.9 (nf_tables)',
+      '*mangle',
+      ':PREROUTING ACCEPT [0:0]',
+      ':OUTPUT ACCEPT [0:0]',
+      ':ISTIO_OUTPUT - [0:0]',
+      ':ISTIO_PRERT - [0:0]',
+      '-A PREROUTING -j ISTIO_PRERT',
+      '-A OUTPUT -j ISTIO_OUTPUT',
+      '-A OUTPUT -j ISTIO_OUTPUT',
+      'COMMIT',
+      '*nat',
+      ':PREROUTING ACCEPT [0:0]',
+      ':OUTPUT ACCEPT [0:0]',
+      ':ISTIO_OUTPUT - [0:0]',
+      '-A OUTPUT -j ISTIO_OUTPUT',
+      '-A OUTPUT -d 10.0.0.1/32 -j ACCEPT',
+      'COMMIT',
+      '*raw',
+      ':PREROUTING ACCEPT [0:0]',
+      ':ISTIO_PRERT - [0:0]',
+      '-A PREROUTING -j ISTIO_PRERT',
+      'COMMIT',
+      '',
+    ].join('\n'),
+  );
+
+  it('adds only missing jumps, rewrites our chains, drops our chains from tables no longer used', () => {
+    const text = renderRestore(set, 4, saved);
+    const lines = text.trimEnd().split('\n');
+    expect(lines.filter((l) => l === '-A PREROUTING -j ISTIO_PRERT')).toHaveLength(1); // nat only
+    expect(lines.filter((l) => l === '-A OUTPUT -j ISTIO_OUTPUT')).toHaveLength(0);
+    expect(text).toContain(
+      '*raw\n-D PREROUTING -j ISTIO_PRERT\n:ISTIO_PRERT - [0:0]\n-X ISTIO_PRERT\nCOMMIT',
+    );
+  });
+
+  it('removal deletes every jump to our chains (duplicates too) and the chains, nothing else', () => {
+    const text = renderRemoval(saved, POD_CHAINS) ?? '';
+    expect(text.split('\n').filter((l) => l === '-D OUTPUT -j ISTIO_OUTPUT')).toHaveLength(3);
+    expect(text).not.toContain('10.0.0.1');
+    expect(text).toContain('-X ISTIO_PRERT');
+    expect(
+      renderRemoval(parseIptablesSave('*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n'), POD_CHAINS),
+    ).toBeNull();
+  });
+
+  it('nft removal only deletes our table', () => {
+    expect(renderNftRemove('pod')).toBe('table inet istio-ambient {}\ndelete table inet istio-ambient\n');
+  });
+
+  it('parses ip rule / route listings', () => {
+    const r = set.routing!;
+    expect(
+      hasRouteRule('0:\tfrom all lookup local\n32764:\tfrom all fwmark 0x111/0xfff lookup 100\n', r),
+    ).toBe(true);
+    expect(hasRouteRule('32765:\tfrom all fwmark 0x111/0xfff lookup 100\n', r)).toBe(false);
+    expect(ROUTE_RULE_PREF).toBe(32764);
+    expect(hasLocalRoute('local default dev lo scope host \n')).toBe(true);
+    expect(hasLocalRoute('')).toBe(false);
+  });
+});
