@@ -80,16 +80,24 @@ export class ServingCertificate implements Provider {
     );
   }
 
+  // grpc-js registers its watcher only after adding the listener, so the current value is delivered on the next
+  // tick; delivered synchronously it would reach no watcher and the port would serve no certificate.
   addIdentityCertificateListener(l: IdentityListener): void {
     this.identityListeners.add(l);
-    if (this.current) l({ certificate: this.current.certificate, privateKey: this.current.privateKey });
+    queueMicrotask(() => {
+      if (this.current && this.identityListeners.has(l)) {
+        l({ certificate: this.current.certificate, privateKey: this.current.privateKey });
+      }
+    });
   }
   removeIdentityCertificateListener(l: IdentityListener): void {
     this.identityListeners.delete(l);
   }
   addCaCertificateListener(l: CaListener): void {
     this.caListeners.add(l);
-    if (this.current) l({ caCertificate: this.current.ca });
+    queueMicrotask(() => {
+      if (this.current && this.caListeners.has(l)) l({ caCertificate: this.current.ca });
+    });
   }
   removeCaCertificateListener(l: CaListener): void {
     this.caListeners.delete(l);
