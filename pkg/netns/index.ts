@@ -263,6 +263,11 @@ export interface ConnectInNetnsOptions extends NetnsSocketOptions {
   bind?: { host: string; port?: number };
   /** Give up after this long (MESH_ERR_NETNS_SOCKET, errno ETIMEDOUT); default 10 s. */
   timeoutMs?: number;
+  /**
+   * Keep the socket writable after the peer's FIN (net.Socket `allowHalfOpen`). Proxies need it: a client
+   * that half-closes still expects the answer. Default false, like net.connect.
+   */
+  allowHalfOpen?: boolean;
 }
 
 /**
@@ -277,11 +282,11 @@ export function connectInNetns(opts: ConnectInNetnsOptions): Promise<net.Socket>
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const target = hostPort(opts.host, opts.port);
     const label = typeof opts.netns === 'number' ? `fd ${opts.netns}` : opts.netns;
-    const { host, port, timeoutMs: _t, ...rest } = opts;
+    const { host, port, timeoutMs: _t, allowHalfOpen, ...rest } = opts;
     const fd = tcpSocketInNetns({ ...rest, family });
     let socket: net.Socket;
     try {
-      socket = new net.Socket({ fd });
+      socket = new net.Socket({ fd, allowHalfOpen: allowHalfOpen ?? false });
     } catch (err) {
       call((a) => a.closeFd(fd));
       throw toMeshError(err, label);
