@@ -81,7 +81,18 @@ export function int(v: bigint | number | Buffer): Buffer {
   return tlv(TAG.INTEGER, bytes);
 }
 
+/** OIDs repeat in every certificate: encode each once. */
+const oidCache = new Map<string, Buffer>();
+
 export function oid(dotted: string): Buffer {
+  const hit = oidCache.get(dotted);
+  if (hit) return hit;
+  const enc = encodeOid(dotted);
+  if (oidCache.size < 1024) oidCache.set(dotted, enc);
+  return enc;
+}
+
+function encodeOid(dotted: string): Buffer {
   const parts = dotted.split('.').map((p) => {
     if (!/^\d+$/.test(p)) throw new DerError(`bad OID ${dotted}`);
     return BigInt(p);

@@ -136,6 +136,8 @@ function name(attrs: ReadonlyArray<readonly [string, string]>): Buffer {
 
 export interface CertificateTemplate {
   readonly publicKey: KeyObject;
+  /** The key's SubjectPublicKeyInfo DER when the caller has it (a parsed CSR): saves re-exporting the key. */
+  readonly spkiDer?: Buffer;
   /** RDNs as [OID, value]; empty for Istio workload leaves. */
   readonly subject: ReadonlyArray<readonly [string, string]>;
   readonly notBefore: Date;
@@ -169,12 +171,13 @@ export function buildCertificate(
   selfKey?: KeyObject,
 ): Buffer {
   const subjectDer = name(t.subject);
-  const ski = subjectKeyId(t.publicKey);
+  // Only CA certificates carry a subject key identifier (and self-signed ones use it as their key id).
+  const ski = t.isCA ? subjectKeyId(t.publicKey) : null;
   const signer: Issuer =
     issuer === 'self'
       ? (() => {
           if (!selfKey) throw new Error('self-signed certificate needs its private key');
-          return { subjectDer, keyId: ski, privateKey: selfKey };
+          return { subjectDer, keyId: ski ?? subjectKeyId(t.publicKey), privateKey: selfKey };
         })()
       : issuer;
   const exts: Buffer[] = [
@@ -183,7 +186,7 @@ export function buildCertificate(
       ? [extension(OID.extKeyUsage, false, der.seq(...t.extKeyUsage.map((o) => der.oid(o))))]
       : []),
     extension(OID.basicConstraints, true, t.isCA ? der.seq(der.bool(true)) : der.seq()),
-    ...(t.isCA ? [extension(OID.subjectKeyId, false, der.octetString(ski))] : []),
+    ...(ski ? [extension(OID.subjectKeyId, false, der.octetString(ski))] : []),
     extension(OID.authorityKeyId, false, der.seq(der.ctx(0, signer.keyId, true))),
     ...(t.san ? [extension(OID.subjectAltName, t.sanCritical ?? false, sanValue(t.san))] : []),
   ];
@@ -195,7 +198,7 @@ export function buildCertificate(
     signer.subjectDer,
     der.seq(der.time(t.notBefore), der.time(t.notAfter)),
     subjectDer,
-    t.publicKey.export({ type: 'spki', format: 'der' }),
+    t.spkiDer ?? t.publicKey.export({ type: 'spki', format: 'der' }),
     der.ctx(3, der.seq(...exts)),
   );
   return signTbs(tbs, signer.privateKey);
@@ -275,6 +278,8 @@ export function buildCsr(privateKey: KeyObject, san: SanEntries): Buffer {
 
 export interface ParsedCsr {
   readonly publicKey: KeyObject;
+  /** The CSR's SubjectPublicKeyInfo, byte for byte (what a certificate for this key embeds). */
+  readonly spkiDer: Buffer;
   /** SANs the requester asked for; informational only — a CA takes identities from authentication. */
   readonly requestedSan: { uris: string[]; dns: string[]; ips: string[] };
 }
@@ -297,8 +302,9 @@ export function parseCsr(csrDer: Buffer): ParsedCsr {
   der.expectTag(parts[1], der.TAG.SEQUENCE, 'subject');
   const spki = der.expectTag(parts[2], der.TAG.SEQUENCE, 'subjectPKInfo');
   let publicKey: KeyObject;
+  const spkiDer = Buffer.from(der.raw(csrDer, spki));
   try {
-    publicKey = createPublicKey({ key: Buffer.from(der.raw(csrDer, spki)), format: 'der', type: 'spki' });
+    publicKey = createPublicKey({ key: spkiDer, format: 'der', type: 'spki' });
   } catch (err) {
     throw new Error(`CSR public key unreadable: ${(err as Error).message}`);
   }
@@ -317,7 +323,7 @@ export function parseCsr(csrDer: Buffer): ParsedCsr {
       }
     }
   }
-  return { publicKey, requestedSan };
+  return { publicKey, spkiDer, requestedSan };
 }
 
 export const certToPem = (d: Buffer): string => der.toPem('CERTIFICATE', d);

@@ -123,8 +123,14 @@ export class CaMaterial {
    * Signs a leaf for `identity` with the CSR's public key and Istio's workload profile. The CSR's own subject
    * and SANs are ignored: identity comes only from authentication.
    */
-  signWorkload(publicKey: KeyObject, identity: Identity, ttlMs: number, now = Date.now()): string[] {
-    return this.sign(publicKey, { uris: [formatSpiffeId(identity)] }, ttlMs, now);
+  signWorkload(
+    publicKey: KeyObject,
+    identity: Identity,
+    ttlMs: number,
+    now = Date.now(),
+    spkiDer?: Buffer,
+  ): string[] {
+    return this.sign(publicKey, { uris: [formatSpiffeId(identity)] }, ttlMs, now, spkiDer);
   }
 
   /** Signs a serving certificate (istiod's own) with DNS SANs. */
@@ -132,10 +138,17 @@ export class CaMaterial {
     return this.sign(publicKey, { dns: dnsNames }, ttlMs, now);
   }
 
-  private sign(publicKey: KeyObject, san: x509.SanEntries, ttlMs: number, now: number): string[] {
+  private sign(
+    publicKey: KeyObject,
+    san: x509.SanEntries,
+    ttlMs: number,
+    now: number,
+    spkiDer?: Buffer,
+  ): string[] {
     const der = x509.buildCertificate(
       {
         publicKey,
+        ...(spkiDer ? { spkiDer } : {}),
         subject: [],
         notBefore: new Date(now - BACKDATE_MS),
         notAfter: new Date(now + ttlMs),

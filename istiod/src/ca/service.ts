@@ -159,7 +159,9 @@ export class CaService {
     }
     checkKey(parsed);
     try {
-      const chain = this.opts.material().signWorkload(parsed.publicKey, identity, ttlMs);
+      const chain = this.opts
+        .material()
+        .signWorkload(parsed.publicKey, identity, ttlMs, Date.now(), parsed.spkiDer);
       this.metrics.success.inc();
       this.opts.logger.debug(
         { identity: formatSpiffeId(identity), caller: `${caller.namespace}/${caller.serviceAccount}`, ttlMs },
