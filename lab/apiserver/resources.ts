@@ -433,6 +433,7 @@ export const BUILTIN_TYPES: readonly ResourceType[] = [
     resource: 'leases',
     kind: 'Lease',
     namespaced: true,
+    allowCreateOnUpdate: true,
   }),
   ...['mutatingwebhookconfigurations', 'validatingwebhookconfigurations'].map((resource) =>
     build({

@@ -358,7 +358,7 @@ const PRINTERS: Readonly<Record<string, Printer>> = {
         status,
         roles.length ? roles.join(',') : '<none>',
         age(obj, now),
-        String(objAt(objAt(objAt(obj, 'status'), 'nodeInfo'), 'kubeletVersion')?.valueOf() ?? ''),
+        String(objAt(objAt(obj, 'status'), 'nodeInfo')?.kubeletVersion ?? ''),
         isObject(ip) ? String(ip.address) : '<none>',
       ];
     },

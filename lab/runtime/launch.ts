@@ -373,6 +373,12 @@ export class ContainerProcess {
       });
     });
     const initPid = ready ? readChildPid(child.pid ?? -1) : null;
+    if (ready && initPid === null) {
+      // Setup finished but the program already exited (e.g. `exit 3` at once): a normal, short-lived run
+      // whose exit status the caller reports, not a setup failure. There is no PID 1 left to signal.
+      await exited;
+      return new ContainerProcess(child, 0, exited);
+    }
     if (!ready || initPid === null) {
       child.kill('SIGKILL');
       const exit = await exited;
@@ -387,7 +393,7 @@ export class ContainerProcess {
 
   /** Sends a signal to the container's PID 1 (SIGKILL there ends the whole PID namespace). */
   signal(sig: NodeJS.Signals): void {
-    if (!this.running) return;
+    if (!this.running || this.initPid <= 0) return;
     try {
       process.kill(this.initPid, sig);
     } catch {

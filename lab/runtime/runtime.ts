@@ -313,7 +313,7 @@ export class PodRuntime {
   containerPid(uid: string, container: string): number | null {
     const pod = this.pods.get(uid);
     const c = pod && [...pod.containers, ...pod.init].find((x) => x.spec.name === container);
-    return c?.instance?.proc.running ? c.instance.proc.initPid : null;
+    return c?.instance?.proc.running && c.instance.proc.initPid > 0 ? c.instance.proc.initPid : null;
   }
 
   /** Where a container's current (or previous) log lives. */
@@ -350,6 +350,31 @@ export class PodRuntime {
   }
 
   /**
+   * Where `exec` would run a command (for callers that run it themselves, e.g. with a terminal): the host pid
+   * of a running container's PID 1 and that container's environment, or only the sandbox's network namespace
+   * when no container runs. Null when the pod is unknown or has no sandbox yet.
+   */
+  execTarget(
+    which: string | { namespace: string; name: string },
+    container?: string,
+  ): { container: string | null; pid: number | null; env: Record<string, string>; netnsPath: string } | null {
+    const ref = this.find(which);
+    const pod = ref ? this.pods.get(ref.uid) : undefined;
+    if (!pod?.sandbox) return null;
+    const ctr = container
+      ? pod.containers.find((c) => c.spec.name === container)
+      : (pod.containers.find((c) => c.instance?.proc.running) ?? pod.containers[0]);
+    if (container && !ctr) return null;
+    const inst = ctr?.instance?.proc.running && ctr.instance.proc.initPid > 0 ? ctr.instance : null;
+    return {
+      container: ctr?.spec.name ?? null,
+      pid: inst ? inst.proc.initPid : null,
+      env: inst ? { ...inst.env } : { PATH: DEFAULT_PATH },
+      netnsPath: pod.sandbox.netnsPath,
+    };
+  }
+
+  /**
    * Runs a command inside a pod: in a running container's namespaces (net, mount, uts, pid, root, cwd, env)
    * when one runs, else in the sandbox's network namespace only.
    */
@@ -377,7 +402,7 @@ export class PodRuntime {
         `pod ${podName(pod)} has no container ${opts.container}`,
       );
     }
-    const inst = ctr?.instance?.proc.running ? ctr.instance : null;
+    const inst = ctr?.instance?.proc.running && ctr.instance.proc.initPid > 0 ? ctr.instance : null;
     const args = inst
       ? [
           '--target',
@@ -834,7 +859,7 @@ export class PodRuntime {
     if (argv.length === 0) throw invalid(`container ${spec.name}: no command specified`);
     const env: Record<string, string> = { PATH: DEFAULT_PATH, ...image.env };
     env.HOSTNAME = sandbox.hostNetwork ? this.node.name : (pod.spec.hostname ?? pod.spec.name);
-    for (const e of spec.env ?? []) env[e.name] = e.value;
+    for (const e of spec.env ?? []) env[e.name] = e.fieldPath ? sandbox.podIp : e.value;
     const sc = spec.securityContext;
     if (
       !c.warned &&

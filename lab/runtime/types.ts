@@ -46,6 +46,11 @@ export interface EnvVar {
   readonly name: string;
   /** Already resolved by the caller (valueFrom fieldRef/secretKeyRef/configMapKeyRef). */
   readonly value: string;
+  /**
+   * A field only known once the sandbox exists (`valueFrom.fieldRef` of the pod IP): the runtime sets the
+   * variable to the sandbox's pod IP at each container start, ignoring `value`.
+   */
+  readonly fieldPath?: 'status.podIP' | 'status.podIPs';
 }
 
 export interface ContainerPort {

@@ -129,6 +129,11 @@ const REGISTRY = {
     summary: 'The lab cluster DNS server could not start or bind its address.',
     hint: 'the DNS address must be assigned in the namespace the server runs in (the fabric bridge)',
   },
+  MESH_ERR_LAB_KUBELET: {
+    summary:
+      'A lab kubelet could not register its node, renew its lease, resolve a pod (env, volumes, token) or write its status.',
+    hint: 'the message names the pod or node; missing ConfigMaps/Secrets/ServiceAccounts are retried until they exist',
+  },
   MESH_ERR_LAB_NET_COMMAND: {
     summary:
       'A system command the lab runs (ip, nsenter, unshare, iptables-restore, mount…) failed or timed out.',
@@ -142,9 +147,25 @@ const REGISTRY = {
     summary: 'A lab network option is invalid (prefix, address block, node count, node name).',
     hint: 'the message names the option and the accepted form',
   },
+  MESH_ERR_LAB_NOT_READY: {
+    summary: 'Lab components (mesh or demo workloads) did not become Ready within the timeout.',
+    hint: 'the message lists the pods that are not Ready with their container state and last log lines',
+  },
+  MESH_ERR_LAB_NOT_ROOT: {
+    summary: 'The lab needs root: network namespaces, mounts and iptables.',
+    hint: 'run it as root (e.g. `sudo npm start`)',
+  },
+  MESH_ERR_LAB_NOT_RUNNING: {
+    summary: 'No running lab was found for this prefix (or root directory).',
+    hint: 'start one with `ambientctl lab up`; `ambientctl lab status` shows what exists',
+  },
   MESH_ERR_LAB_PKI: {
     summary: 'The lab CA, serving certificate or service-account signing key could not be created or read.',
     hint: 'check permissions of <dataDir>/pki; delete the directory to start a new cluster identity',
+  },
+  MESH_ERR_LAB_PREREQ: {
+    summary: 'A system tool or package the lab needs is missing.',
+    hint: 'the message names the tool and the Debian package that provides it',
   },
   MESH_ERR_LAB_PROXY_SYNC: {
     summary: 'The lab service proxy could not program its iptables chains in a node namespace.',
@@ -169,6 +190,10 @@ const REGISTRY = {
   MESH_ERR_LAB_STATE_IO: {
     summary: 'Reading or writing the lab API server state directory failed; the write was not acknowledged.',
     hint: 'check free space and permissions of the data directory',
+  },
+  MESH_ERR_LAB_SUPERVISOR: {
+    summary: 'The lab supervisor process failed to start, exited, or did not stop when asked.',
+    hint: 'see <root>/logs/supervisor.log; `ambientctl lab down` removes whatever it left behind',
   },
   MESH_ERR_NETNS_OPEN: {
     summary: 'A network namespace could not be opened (path missing or not a netns).',
