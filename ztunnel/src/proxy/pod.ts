@@ -255,7 +255,7 @@ export class PodProxy {
       b: null,
     };
     if (route.kind === 'deny') {
-      this.ctx.metrics.open(labels);
+      this.ctx.metrics.open(rec.labels);
       this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error: new Error(route.reason) }, 'UF');
       client.destroy();
       return;
@@ -289,7 +289,7 @@ export class PodProxy {
         });
       }
     } catch (err) {
-      this.ctx.metrics.open(labels);
+      this.ctx.metrics.open(rec.labels);
       this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error: err as Error }, 'UF');
       client.destroy();
       return;
@@ -298,7 +298,7 @@ export class PodProxy {
       upstream.destroy();
       return;
     }
-    this.ctx.metrics.open(labels);
+    this.ctx.metrics.open(rec.labels);
     this.track(rec, client, upstream);
     client.resume();
     pipeBidirectional(client, upstream, onPipeDone, rec);
@@ -333,37 +333,16 @@ export class PodProxy {
       dstPort: target.port,
       identity: { namespace: peer.namespace, serviceAccount: peer.serviceAccount, principal },
     };
-    const srcWorkload = this.ctx.state.workloadByIp(this.ctx.config.network, srcIp);
-    const labels = tcpLabels(
-      'destination',
-      { workload: srcWorkload, principal: formatSpiffeId(peer) },
-      { workload: me, principal: formatSpiffeId(this.identity) },
-      serviceFor(this.ctx, me, target.port),
-      true,
-    );
-    const rec: ConnRecord = {
-      direction: 'inbound',
+    const rec = this.inboundRecord(
       started,
-      src: `${srcIp}:${req.source.port}`,
-      dst: `${target.ip}:${target.port}`,
-      labels,
-      srcIdentity: formatSpiffeId(peer),
-      dstIdentity: formatSpiffeId(this.identity),
-      srcWorkload,
-      dstWorkload: me,
-      pod: this,
-      tracked: null,
-      a: null,
-      b: null,
-    };
-    const decision = evaluate(this.ctx.state.policiesFor(me), info);
-    if (!decision.allowed) {
-      this.ctx.metrics.open(labels);
-      this.finish(
-        rec,
-        { bytesAtoB: 0, bytesBtoA: 0, error: new Error(`denied by ${decision.policy ?? 'default deny'}`) },
-        'DENY',
-      );
+      srcIp,
+      req.source.port,
+      target.ip,
+      target.port,
+      me,
+      formatSpiffeId(peer),
+    );
+    if (!this.authorize(rec, me, info)) {
       req.reject(401);
       return;
     }
@@ -371,7 +350,7 @@ export class PodProxy {
     try {
       app = await this.connectApp(srcIp, target.ip, target.port, me);
     } catch (err) {
-      this.ctx.metrics.open(labels);
+      this.ctx.metrics.open(rec.labels);
       this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error: err as Error }, 'UF');
       req.reject(503);
       return;
@@ -381,7 +360,7 @@ export class PodProxy {
       app.destroy();
       return;
     }
-    this.ctx.metrics.open(labels);
+    this.ctx.metrics.open(rec.labels);
     this.track(rec, tunnel, app);
     rec.tracked = this.trackPolicy(info, tunnel, app);
     pipeBidirectional(tunnel, app, onPipeDone, rec);
@@ -409,37 +388,8 @@ export class PodProxy {
       return;
     }
     const info: ConnectionInfo = { srcIp: srcParsed, dstIp: dstParsed, dstPort: dst.port, identity: null };
-    const srcWorkload = this.ctx.state.workloadByIp(this.ctx.config.network, srcIp);
-    const labels = tcpLabels(
-      'destination',
-      { workload: srcWorkload, principal: null },
-      { workload: me, principal: formatSpiffeId(this.identity) },
-      serviceFor(this.ctx, me, dst.port),
-      false,
-    );
-    const rec: ConnRecord = {
-      direction: 'inbound',
-      started,
-      src: `${srcIp}:${client.remotePort ?? 0}`,
-      dst: `${dstIp}:${dst.port}`,
-      labels,
-      srcIdentity: null,
-      dstIdentity: formatSpiffeId(this.identity),
-      srcWorkload,
-      dstWorkload: me,
-      pod: this,
-      tracked: null,
-      a: null,
-      b: null,
-    };
-    const decision = evaluate(this.ctx.state.policiesFor(me), info);
-    if (!decision.allowed) {
-      this.ctx.metrics.open(labels);
-      this.finish(
-        rec,
-        { bytesAtoB: 0, bytesBtoA: 0, error: new Error(`denied by ${decision.policy ?? 'default deny'}`) },
-        'DENY',
-      );
+    const rec = this.inboundRecord(started, srcIp, client.remotePort ?? 0, dstIp, dst.port, me, null);
+    if (!this.authorize(rec, me, info)) {
       client.resetAndDestroy();
       return;
     }
@@ -449,18 +399,63 @@ export class PodProxy {
           app.destroy();
           return;
         }
-        this.ctx.metrics.open(labels);
+        this.ctx.metrics.open(rec.labels);
         this.track(rec, client, app);
         rec.tracked = this.trackPolicy(info, client, app);
         client.resume();
         pipeBidirectional(client, app, onPipeDone, rec);
       },
       (err: unknown) => {
-        this.ctx.metrics.open(labels);
+        this.ctx.metrics.open(rec.labels);
         this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error: err as Error }, 'UF');
         client.destroy();
       },
     );
+  }
+
+  /** The record (metrics labels, access-log fields) of an inbound connection to this pod. */
+  private inboundRecord(
+    started: number,
+    srcIp: string,
+    srcPort: number,
+    dstIp: string,
+    dstPort: number,
+    me: WorkloadInfo,
+    peerIdentity: string | null,
+  ): ConnRecord {
+    const srcWorkload = this.ctx.state.workloadByIp(this.ctx.config.network, srcIp);
+    const labels = tcpLabels(
+      'destination',
+      { workload: srcWorkload, principal: peerIdentity },
+      { workload: me, principal: formatSpiffeId(this.identity) },
+      serviceFor(this.ctx, me, dstPort),
+      peerIdentity !== null,
+    );
+    return {
+      direction: 'inbound',
+      started,
+      src: `${srcIp}:${srcPort}`,
+      dst: `${dstIp}:${dstPort}`,
+      labels,
+      srcIdentity: peerIdentity,
+      dstIdentity: formatSpiffeId(this.identity),
+      srcWorkload,
+      dstWorkload: me,
+      pod: this,
+      tracked: null,
+      a: null,
+      b: null,
+    };
+  }
+
+  /** L4 authorization of an inbound connection; a denial is counted and logged here. */
+  private authorize(rec: ConnRecord, me: WorkloadInfo, info: ConnectionInfo): boolean {
+    const decision = evaluate(this.ctx.state.policiesFor(me), info);
+    if (decision.allowed) return true;
+    this.ctx.metrics.open(rec.labels);
+    const error = new Error(`denied by ${decision.policy ?? 'default deny'}`);
+    this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error }, 'DENY');
+    return false;
   }
 
   /** Connects to the app inside the pod netns with the original client IP as source (unless it is ours). */
