@@ -213,10 +213,6 @@ function rootfsLines(spec: RootfsSpec): string[] {
     `${t.mount} --rbind /dev "$R/dev"`,
     `${t.mount} -t tmpfs -o mode=0755 lab-run "$R/run"`,
     `${t.mount} -t tmpfs -o mode=1777 lab-tmp "$R/tmp"`,
-    ...spec.hostMounts.flatMap((m) => [
-      `${t.mkdir} -p "$R"${shq(m)}`,
-      `${t.mount} --rbind ${shq(m)} "$R"${shq(m)}`,
-    ]),
     'lab_mount() {',
     `  t=$(${t.chroot} "$R" ${t.realpath} -m -- "$2")`,
     '  case "$t" in /proc/*|/sys/*|/dev/*) [ -e "$R$t" ] || { echo "lab-setup: cannot create mount point $2 inside a shared tree" >&2; exit 1; } ;; esac',
@@ -230,6 +226,12 @@ function rootfsLines(spec: RootfsSpec): string[] {
     `  if [ "$4" = ro ]; then ${t.mount} -o remount,bind,ro "$R$t"; fi`,
     '}',
     ...mounts.map((m) => `lab_mount ${shq(m.source)} ${shq(m.target)} ${m.kind} ${m.readOnly ? 'ro' : 'rw'}`),
+    // The programs (repo, Node binary) are bound last, so a pod volume at a parent path (an emptyDir at /tmp,
+    // as Bookinfo and the mesh DaemonSets have) cannot hide them when the checkout lives under that path.
+    ...spec.hostMounts.flatMap((m) => [
+      `${t.mkdir} -p "$R"${shq(m)}`,
+      `${t.mount} --rbind ${shq(m)} "$R"${shq(m)}`,
+    ]),
     `${t.hostname} ${shq(spec.hostname)}`,
   ];
 }
