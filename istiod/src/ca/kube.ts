@@ -65,37 +65,6 @@ export class TokenReviewAuthenticator implements Authenticator {
   }
 }
 
-/** Reads pods through the API; istiod can swap in an informer-backed index. */
-export class ApiNodeIndex implements NodeIndex {
-  private readonly core: CoreV1Api;
-
-  constructor(kc: KubeConfig) {
-    this.core = kc.makeApiClient(CoreV1Api);
-  }
-
-  async nodeOfPod(namespace: string, name: string, uid: string | null): Promise<string | null> {
-    try {
-      const pod = await this.core.readNamespacedPod({ name, namespace });
-      if (uid && pod.metadata?.uid !== uid) return null;
-      if (pod.metadata?.deletionTimestamp) return null;
-      return pod.spec?.nodeName ?? null;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
-  }
-
-  async serviceAccountOnNode(namespace: string, serviceAccount: string, node: string): Promise<boolean> {
-    const list = await this.core.listNamespacedPod({ namespace, fieldSelector: `spec.nodeName=${node}` });
-    return list.items.some(
-      (p) =>
-        (p.spec?.serviceAccountName || 'default') === serviceAccount &&
-        p.status?.phase !== 'Succeeded' &&
-        p.status?.phase !== 'Failed',
-    );
-  }
-}
-
 function secretFiles(s: V1Secret): Partial<Record<keyof CaFiles, string>> {
   const out: Partial<Record<keyof CaFiles, string>> = {};
   for (const k of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'] as const) {

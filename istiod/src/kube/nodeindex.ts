@@ -1,6 +1,6 @@
 /**
  * The CA's NodeIndex (which node a pod runs on, which service accounts run on a node) answered from the ambient
- * index's informer-fed pods instead of one API call per CSR (istiod/src/ca/kube.ts ApiNodeIndex).
+ * index's informer-fed pods, so a CSR costs no API call beyond its TokenReview.
  */
 import type { NodeIndex } from '../ca/service.ts';
 import type { AmbientIndex } from '../index/index.ts';
