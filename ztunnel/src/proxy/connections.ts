@@ -18,7 +18,9 @@ export interface TrackedConnection {
 }
 
 export class ConnectionRegistry {
-  private readonly live = new Set<TrackedConnection>();
+  /** Live connections by destination workload uid. */
+  private readonly live = new Map<string, Set<TrackedConnection>>();
+  private count = 0;
   private readonly state: ProxyState;
   private readonly logger: Logger;
   private timer: NodeJS.Timeout | null = null;
@@ -27,25 +29,33 @@ export class ConnectionRegistry {
   constructor(state: ProxyState, logger: Logger) {
     this.state = state;
     this.logger = logger;
+    // Any policy change may deny something; a workload change matters only for a workload with live inbound
+    // connections (its policy references may have changed) — not for every pod update in the mesh.
     state.onChange((e) => {
-      if (e.kind === 'policy' || e.kind === 'workload') this.scheduleRecheck();
+      if (e.kind === 'policy' || (e.kind === 'workload' && this.live.has(e.uid))) this.scheduleRecheck();
     });
   }
 
   add(c: TrackedConnection): void {
-    this.live.add(c);
+    const set = this.live.get(c.workloadUid);
+    if (set) set.add(c);
+    else this.live.set(c.workloadUid, new Set([c]));
+    this.count++;
   }
 
   delete(c: TrackedConnection): void {
-    this.live.delete(c);
+    const set = this.live.get(c.workloadUid);
+    if (!set?.delete(c)) return;
+    this.count--;
+    if (set.size === 0) this.live.delete(c.workloadUid);
   }
 
   get size(): number {
-    return this.live.size;
+    return this.count;
   }
 
   private scheduleRecheck(): void {
-    if (this.timer || this.live.size === 0) return;
+    if (this.timer || this.count === 0) return;
     this.timer = setTimeout(() => {
       this.timer = null;
       this.recheck();
@@ -56,12 +66,15 @@ export class ConnectionRegistry {
   /** Re-evaluates every live connection against current policy; closes the denied ones. */
   recheck(): number {
     let closed = 0;
-    for (const c of [...this.live]) {
-      const w = this.state.workload(c.workloadUid);
+    for (const [uid, set] of [...this.live]) {
+      const w = this.state.workload(uid);
       if (!w) continue;
-      const d = evaluate(this.state.policiesFor(w), c.info);
-      if (!d.allowed) {
-        this.live.delete(c);
+      // Policies are looked up once per destination workload, not per connection.
+      const policies = this.state.policiesFor(w);
+      for (const c of [...set]) {
+        const d = evaluate(policies, c.info);
+        if (d.allowed) continue;
+        this.delete(c);
         closed++;
         this.closedByPolicy++;
         this.logger.info(
