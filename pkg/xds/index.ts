@@ -19,6 +19,8 @@ import { Address } from './gen/istio/workload/workload.ts';
 
 // Whole modules, for the less common types and for names that exist in several packages
 // (workload.Address vs security.Address, workload.Locality vs core.Locality, ...).
+export * as waypoint from './gen/ambient/waypoint/v1/waypoint.ts';
+export { ServiceConfig as WaypointServiceConfig } from './gen/ambient/waypoint/v1/waypoint.ts';
 export * as core from './gen/envoy/config/core/v3/base.ts';
 // The names most code needs, unqualified.
 export { Node } from './gen/envoy/config/core/v3/base.ts';
@@ -91,6 +93,8 @@ export const TYPE_URL_PREFIX = 'type.googleapis.com/';
 export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
 /** xDS resource type of ztunnel's L4 authorization policies. */
 export const AUTHORIZATION_TYPE_URL = 'type.googleapis.com/istio.security.Authorization';
+/** xDS resource type of the waypoint's L7 table (our own type): one ServiceConfig per destination service. */
+export const WAYPOINT_SERVICE_TYPE_URL = 'type.googleapis.com/ambient.waypoint.v1.ServiceConfig';
 
 /**
  * Upper bound on one encoded message we agree to decode. A delta xDS push for a big cluster runs

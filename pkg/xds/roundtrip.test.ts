@@ -6,6 +6,7 @@
  */
 import type { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { describe, expect, it } from 'vitest';
+import * as waypointGen from './gen/ambient/waypoint/v1/waypoint.ts';
 import * as coreGen from './gen/envoy/config/core/v3/base.ts';
 import * as discoveryGen from './gen/envoy/service/discovery/v3/discovery.ts';
 import * as semverGen from './gen/envoy/type/v3/semantic_version.ts';
@@ -47,6 +48,7 @@ interface Codec {
 }
 
 const GEN_MODULES: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {
+  'gen/ambient/waypoint/v1/waypoint.ts': waypointGen,
   'gen/envoy/config/core/v3/base.ts': coreGen,
   'gen/envoy/service/discovery/v3/ads.ts': {},
   'gen/envoy/service/discovery/v3/discovery.ts': discoveryGen,

@@ -5,6 +5,7 @@
  * `roundtrip.test.ts` checks that claim against protoc's descriptors, so a field added to a
  * .proto without a sample here fails the tests.
  */
+import * as wp from '../gen/ambient/waypoint/v1/waypoint.ts';
 import * as core from '../gen/envoy/config/core/v3/base.ts';
 import * as discovery from '../gen/envoy/service/discovery/v3/discovery.ts';
 import * as semver from '../gen/envoy/type/v3/semantic_version.ts';
@@ -287,8 +288,282 @@ const resource = discovery.Resource.fromPartial({
   metadata,
 });
 
+// ---- ambient.waypoint.v1 ----
+
+const wpSm = {
+  exact: wp.StringMatch.fromPartial({ kind: { $case: 'exact', value: '/productpage' } }),
+  prefix: wp.StringMatch.fromPartial({ kind: { $case: 'prefix', value: '/static' }, ignoreCase: true }),
+  regex: wp.StringMatch.fromPartial({ kind: { $case: 'regex', value: '.*Mobile.*' } }),
+  suffix: wp.StringMatch.fromPartial({ kind: { $case: 'suffix', value: '.css' } }),
+  present: wp.StringMatch.fromPartial({ kind: { $case: 'present', value: true } }),
+  pathPrefix: wp.StringMatch.fromPartial({ kind: { $case: 'pathSeparatedPrefix', value: '/api/v1' } }),
+};
+const wpHeaderMatch = wp.HeaderMatch.fromPartial({ name: 'end-user', value: wpSm.exact, invert: true });
+const wpHeaderMatch2 = wp.HeaderMatch.fromPartial({ name: 'user-agent', value: wpSm.regex });
+const wpRouteMatch = wp.RouteMatch.fromPartial({
+  path: wpSm.pathPrefix,
+  headers: [wpHeaderMatch, wpHeaderMatch2],
+  queryParams: [
+    wp.HeaderMatch.fromPartial({ name: 'debug', value: wpSm.present }),
+    wp.HeaderMatch.fromPartial({ name: 'v', value: wpSm.suffix }),
+  ],
+  method: wp.StringMatch.fromPartial({ kind: { $case: 'exact', value: 'GET' } }),
+  authority: wpSm.prefix,
+  port: 9080,
+});
+const wpHeaderValue = wp.HeaderValue.fromPartial({ name: 'x-route', value: 'v2' });
+const wpHeaderValue2 = wp.HeaderValue.fromPartial({ name: 'x-canary', value: 'true' });
+const wpMutation = wp.HeaderMutation.fromPartial({
+  set: [wpHeaderValue, wpHeaderValue2],
+  add: [wpHeaderValue2, wpHeaderValue],
+  remove: ['x-debug', 'cookie'],
+});
+const wpBackend = wp.WeightedBackend.fromPartial({
+  service: 'default/reviews.default.svc.cluster.local',
+  port: 9080,
+  subset: 'v2',
+  weight: 60,
+  requestHeaders: wpMutation,
+  responseHeaders: wpMutation,
+  errorStatus: 500,
+});
+const wpBackend2 = wp.WeightedBackend.fromPartial({
+  service: 'default/reviews-v3.default.svc.cluster.local',
+  weight: 40,
+});
+const wpRedirect = wp.Redirect.fromPartial({
+  scheme: 'https',
+  host: 'bookinfo.example.com',
+  port: 8443,
+  fullPath: '/login',
+  prefixReplace: '/v2',
+  statusCode: 302,
+});
+const wpDirect = wp.DirectResponse.fromPartial({ status: 503, body: 'maintenance' });
+const wpRewrite = wp.Rewrite.fromPartial({
+  fullPath: '/productpage',
+  prefixReplace: '/',
+  host: 'productpage.default.svc.cluster.local',
+  regexMatch: '^/v1/(.*)$',
+  regexSubstitution: '/\\1',
+});
+const wpMirror = wp.Mirror.fromPartial({
+  service: 'default/reviews.default.svc.cluster.local',
+  port: 9080,
+  subset: 'v3',
+  percent: 12.5,
+});
+const wpAbort = wp.Fault_Abort.fromPartial({ httpStatus: 403, grpcStatus: 7, percent: 30 });
+const wpDelay = wp.Fault_Delay.fromPartial({ fixedDelayMs: 7000, percent: 50 });
+const wpFault = wp.Fault.fromPartial({ abort: wpAbort, delay: wpDelay });
+const wpRetry = wp.RetryPolicy.fromPartial({
+  attempts: 3,
+  perTryTimeoutMs: 500,
+  retryOn: ['5xx', 'connect-failure'],
+  retriableStatusCodes: [503, 429],
+  backoffBaseMs: 25,
+});
+const wpAction = wp.RouteAction.fromPartial({
+  backends: [wpBackend, wpBackend2],
+  redirect: wpRedirect,
+  directResponse: wpDirect,
+  rewrite: wpRewrite,
+  requestHeaders: wpMutation,
+  responseHeaders: wpMutation,
+  mirrors: [wpMirror, wp.Mirror.fromPartial({ service: 'default/ratings.default.svc.cluster.local' })],
+  fault: wpFault,
+  timeoutMs: 1000,
+  retries: wpRetry,
+});
+const wpSource = wp.RouteSource.fromPartial({ kind: 'HTTPRoute', namespace: 'default', name: 'reviews' });
+const wpRoute = wp.Route.fromPartial({
+  name: 'default.reviews.0',
+  source: wpSource,
+  ports: [9080, 9443],
+  matches: [wpRouteMatch, wp.RouteMatch.fromPartial({ path: wpSm.exact })],
+  action: wpAction,
+});
+const wpConsistentHash = wp.ConsistentHash.fromPartial({
+  key: { $case: 'httpHeaderName', value: 'x-user' },
+  minimumRingSize: 1024n,
+});
+const wpLoadBalancer = wp.LoadBalancer.fromPartial({
+  simple: wp.LoadBalancer_Simple.LEAST_REQUEST,
+  consistentHash: wpConsistentHash,
+});
+const wpPool = wp.ConnectionPool.fromPartial({
+  maxConnections: 1,
+  http1MaxPendingRequests: 2,
+  http2MaxRequests: 3,
+  maxRequestsPerConnection: 1,
+  maxRetries: 4,
+  connectTimeoutMs: 250,
+  idleTimeoutMs: 60_000,
+});
+const wpOutlier = wp.OutlierDetection.fromPartial({
+  enabled: true,
+  consecutive5xxErrors: 5,
+  consecutiveGatewayErrors: 3,
+  intervalMs: 10_000,
+  baseEjectionTimeMs: 30_000,
+  maxEjectionPercent: 50,
+  minHealthPercent: 10,
+});
+const wpPolicy = wp.TrafficPolicy.fromPartial({
+  loadBalancer: wpLoadBalancer,
+  connectionPool: wpPool,
+  outlierDetection: wpOutlier,
+});
+const wpSubset = wp.Subset.fromPartial({
+  name: 'v2',
+  labels: { version: 'v2', app: 'reviews' },
+  trafficPolicy: wpPolicy,
+});
+const wpPort = wp.ServicePort.fromPartial({ port: 9080, targetPort: 19080, name: 'http', protocol: 'http' });
+const wpPort2 = wp.ServicePort.fromPartial({
+  port: 9443,
+  targetPort: 8443,
+  name: 'grpc-x',
+  protocol: 'grpc',
+});
+const wpEndpoint = wp.Endpoint.fromPartial({
+  workloadUid: 'Kubernetes//Pod/default/reviews-v2-abc',
+  address: '10.244.1.8',
+  ports: { 9080: 19080, 9443: 8443 },
+  identity: 'spiffe://cluster.local/ns/default/sa/bookinfo-reviews',
+  healthy: true,
+  hbone: true,
+  subsets: ['v2', 'not-v1'],
+  node: 'node-a',
+  workloadName: 'reviews-v2',
+  workloadNamespace: 'default',
+  canonicalService: 'reviews',
+  canonicalRevision: 'v2',
+  serviceAccount: 'bookinfo-reviews',
+});
+const wpSourceMatch = wp.AuthzSource.fromPartial({
+  principals: ['cluster.local/ns/default/sa/bookinfo-productpage', 'cluster.local/ns/default/sa/*'],
+  notPrincipals: ['*/sa/bad', 'x*'],
+  requestPrincipals: ['issuer/subject', '*'],
+  notRequestPrincipals: ['bad/*', 'x'],
+  namespaces: ['default', 'bookinfo'],
+  notNamespaces: ['kube-system', 'other'],
+  ipBlocks: ['10.0.0.0/8', '192.168.1.1'],
+  notIpBlocks: ['10.1.0.0/16', '10.2.0.0/16'],
+  remoteIpBlocks: ['203.0.113.0/24', '198.51.100.7'],
+  notRemoteIpBlocks: ['203.0.113.9', '198.51.100.0/24'],
+  serviceAccounts: ['default/bookinfo-productpage', 'default/sleep'],
+  notServiceAccounts: ['default/bad', 'other/x'],
+});
+const wpOperation = wp.AuthzOperation.fromPartial({
+  hosts: ['details', 'details.default.svc.cluster.local'],
+  notHosts: ['evil.example', '*.evil'],
+  ports: ['9080', '15021'],
+  notPorts: ['22', '2379'],
+  methods: ['GET', 'HEAD'],
+  notMethods: ['DELETE', 'PUT'],
+  paths: ['/details/*', '/health'],
+  notPaths: ['/admin*', '/debug'],
+});
+const wpCondition = wp.AuthzCondition.fromPartial({
+  key: 'request.auth.claims[iss]',
+  values: ['testing@secure.istio.io', 'other@issuer'],
+  notValues: ['bad@issuer', 'x'],
+});
+const wpRule = wp.AuthzRule.fromPartial({
+  from: [wpSourceMatch, wp.AuthzSource.fromPartial({ namespaces: ['x'] })],
+  to: [wpOperation, wp.AuthzOperation.fromPartial({ methods: ['POST'] })],
+  when: [wpCondition, wp.AuthzCondition.fromPartial({ key: 'source.ip', values: ['10.0.0.1'] })],
+});
+const wpAuthz = wp.AuthzPolicy.fromPartial({
+  name: 'allow-details',
+  namespace: 'default',
+  action: wp.AuthzPolicy_Action.CUSTOM,
+  rules: [wpRule, wp.AuthzRule.fromPartial({})],
+  dryRun: true,
+});
+const wpJwtHeader = wp.JwtHeader.fromPartial({ name: 'authorization', prefix: 'Bearer ' });
+const wpClaim = wp.ClaimToHeader.fromPartial({ header: 'x-jwt-sub', claim: 'sub' });
+const wpJwt = wp.JwtRule.fromPartial({
+  issuer: 'testing@secure.istio.io',
+  audiences: ['bookinfo', 'reviews'],
+  jwksUri: 'https://example.com/jwks.json',
+  jwks: '{"keys":[]}',
+  fromHeaders: [wpJwtHeader, wp.JwtHeader.fromPartial({ name: 'x-jwt' })],
+  fromParams: ['token', 'access_token'],
+  fromCookies: ['session', 'jwt'],
+  outputPayloadToHeader: 'x-jwt-payload',
+  forwardOriginalToken: true,
+  outputClaimToHeaders: [wpClaim, wp.ClaimToHeader.fromPartial({ header: 'x-jwt-iss', claim: 'iss' })],
+  source: 'default/jwt-example',
+  jwksFetchTimeoutMs: 5000,
+});
+const wpServiceConfig = wp.ServiceConfig.fromPartial({
+  name: 'default/reviews.default.svc.cluster.local',
+  namespace: 'default',
+  hostname: 'reviews.default.svc.cluster.local',
+  serviceName: 'reviews',
+  addresses: ['10.96.0.12', 'fd00::12'],
+  ports: [wpPort, wpPort2],
+  waypoints: ['default/waypoint', 'istio-system/shared'],
+  endpoints: [wpEndpoint, wp.Endpoint.fromPartial({ address: '10.244.2.9' })],
+  subsets: [wpSubset, wp.Subset.fromPartial({ name: 'v1', labels: { version: 'v1' } })],
+  trafficPolicy: wpPolicy,
+  routes: [wpRoute, wp.Route.fromPartial({ name: 'default' })],
+  authorization: [wpAuthz, wp.AuthzPolicy.fromPartial({ name: 'deny', action: wp.AuthzPolicy_Action.DENY })],
+  jwtRules: [wpJwt, wp.JwtRule.fromPartial({ issuer: 'other' })],
+  routeSource: wpSource,
+  resolution: 'DNS',
+});
+
 /** Fully qualified proto name -> samples. */
 export const SAMPLES: Readonly<Record<string, readonly unknown[]>> = {
+  'ambient.waypoint.v1.ServiceConfig': [wpServiceConfig],
+  'ambient.waypoint.v1.ServicePort': [wpPort, wpPort2],
+  'ambient.waypoint.v1.Endpoint': [wpEndpoint],
+  'ambient.waypoint.v1.Endpoint.PortsEntry': [
+    wp.Endpoint_PortsEntry.fromPartial({ key: 9080, value: 19080 }),
+  ],
+  'ambient.waypoint.v1.Subset': [wpSubset],
+  'ambient.waypoint.v1.Subset.LabelsEntry': [
+    wp.Subset_LabelsEntry.fromPartial({ key: 'version', value: 'v2' }),
+  ],
+  'ambient.waypoint.v1.TrafficPolicy': [wpPolicy],
+  'ambient.waypoint.v1.LoadBalancer': [wpLoadBalancer],
+  'ambient.waypoint.v1.ConsistentHash': [
+    wpConsistentHash,
+    wp.ConsistentHash.fromPartial({ key: { $case: 'httpCookie', value: 'session' } }),
+    wp.ConsistentHash.fromPartial({ key: { $case: 'useSourceIp', value: true } }),
+    wp.ConsistentHash.fromPartial({ key: { $case: 'httpQueryParameterName', value: 'user' } }),
+  ],
+  'ambient.waypoint.v1.ConnectionPool': [wpPool],
+  'ambient.waypoint.v1.OutlierDetection': [wpOutlier],
+  'ambient.waypoint.v1.RouteSource': [wpSource],
+  'ambient.waypoint.v1.Route': [wpRoute],
+  'ambient.waypoint.v1.StringMatch': Object.values(wpSm),
+  'ambient.waypoint.v1.HeaderMatch': [wpHeaderMatch, wpHeaderMatch2],
+  'ambient.waypoint.v1.RouteMatch': [wpRouteMatch],
+  'ambient.waypoint.v1.RouteAction': [wpAction],
+  'ambient.waypoint.v1.WeightedBackend': [wpBackend, wpBackend2],
+  'ambient.waypoint.v1.Redirect': [wpRedirect],
+  'ambient.waypoint.v1.DirectResponse': [wpDirect],
+  'ambient.waypoint.v1.Rewrite': [wpRewrite],
+  'ambient.waypoint.v1.HeaderValue': [wpHeaderValue],
+  'ambient.waypoint.v1.HeaderMutation': [wpMutation],
+  'ambient.waypoint.v1.Mirror': [wpMirror],
+  'ambient.waypoint.v1.Fault': [wpFault],
+  'ambient.waypoint.v1.Fault.Abort': [wpAbort],
+  'ambient.waypoint.v1.Fault.Delay': [wpDelay],
+  'ambient.waypoint.v1.RetryPolicy': [wpRetry],
+  'ambient.waypoint.v1.AuthzPolicy': [wpAuthz],
+  'ambient.waypoint.v1.AuthzRule': [wpRule],
+  'ambient.waypoint.v1.AuthzSource': [wpSourceMatch],
+  'ambient.waypoint.v1.AuthzOperation': [wpOperation],
+  'ambient.waypoint.v1.AuthzCondition': [wpCondition],
+  'ambient.waypoint.v1.JwtRule': [wpJwt],
+  'ambient.waypoint.v1.JwtHeader': [wpJwtHeader],
+  'ambient.waypoint.v1.ClaimToHeader': [wpClaim],
+
   'istio.workload.Address': [
     wl.Address.fromPartial({ type: { $case: 'workload', value: workload } }),
     wl.Address.fromPartial({ type: { $case: 'service', value: service } }),
