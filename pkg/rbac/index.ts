@@ -21,6 +21,7 @@ import { Action, Scope } from '../xds/gen/istio/security/authorization.ts';
 import { type Cidr, cidrContains, ipFromBytes, type ParsedIp } from './ip.ts';
 
 export * from './ip.ts';
+export * from './l7.ts';
 
 /** A string matcher: kind 0 exact, 1 prefix, 2 suffix, 3 presence (non-empty). */
 export interface StringMatcher {
