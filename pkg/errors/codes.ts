@@ -94,10 +94,20 @@ const REGISTRY = {
   MESH_ERR_IDENTITY_INVALID: {
     summary: 'A SPIFFE identity, CSR or certificate is malformed or does not match what was expected.',
   },
+  MESH_ERR_ISTIOD_GATEWAY: {
+    summary:
+      "The Gateway controller could not write a Gateway's ServiceAccount, Service or Deployment, its status, or a GatewayClass; it retries with back-off.",
+    hint: 'check istiod RBAC (apps/deployments, services, serviceaccounts, gateways/status, gatewayclasses) and the API server message in the log',
+  },
   MESH_ERR_ISTIOD_INFORMER: {
     summary:
       'A Kubernetes list/watch of istiod failed; the informer restarts with back-off and keeps its last view.',
     hint: 'check istiod RBAC (get/list/watch on the kind named in the log) and the API server; CRDs not installed are skipped',
+  },
+  MESH_ERR_ISTIOD_L7_CONFIG: {
+    summary:
+      'Part of an L7 config object (route, VirtualService, DestinationRule, waypoint policy) could not be translated for waypoints and was skipped; the rest applies.',
+    hint: 'the log and the object status (ResolvedRefs on routes, WaypointAccepted on Istio kinds) name the field; see docs/waypoint-l7.md',
   },
   MESH_ERR_ISTIOD_STATUS_WRITE: {
     summary: 'istiod could not write a status condition (WaypointBound, ZtunnelAccepted) after retries.',
@@ -226,6 +236,11 @@ const REGISTRY = {
   MESH_ERR_TLS_PEER_IDENTITY: {
     summary: 'A TLS peer presented no usable SPIFFE identity, or not one of the identities expected.',
     hint: 'compare the peer certificate URI SAN with the expected service accounts and the trust domain',
+  },
+  MESH_ERR_WAYPOINT_CONFIG: {
+    summary:
+      'The waypoint could not compile part of its L7 config (a route regex, a backend, a policy); that piece is skipped and the rest serves.',
+    hint: 'the log names the service and route; fix the source object (HTTPRoute, VirtualService, DestinationRule, AuthorizationPolicy)',
   },
   MESH_ERR_XDS_AUTH: {
     summary: 'An xDS client was refused: no or invalid bearer token, or its node id names another namespace.',
