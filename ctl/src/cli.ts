@@ -78,6 +78,8 @@ export async function runCli(
       args: argv.slice(cmd.path.length) as string[],
       options: { ...GLOBAL_OPTIONS, ...cmd.options },
       allowPositionals: cmd.positionals ?? false,
+      // `--no-<flag>` turns off a boolean that defaults to on (e.g. `waypoint status --no-wait`).
+      allowNegative: true,
       strict: true,
     });
   } catch (err) {

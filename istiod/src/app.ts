@@ -21,18 +21,23 @@ import { informer } from '../../pkg/kube/index.ts';
 import { createRegistry, Gauge, type Registry, serveMetrics } from '../../pkg/metrics/index.ts';
 import { setLogLevel } from '../../pkg/telemetry/index.ts';
 import { IstioCertificateServiceService } from '../../pkg/xds/gen/istio/v1/auth/ca.ts';
+import { WAYPOINT_SERVICE_TYPE_URL } from '../../pkg/xds/index.ts';
 import type { CaMaterial } from './ca/authority.ts';
 import { loadCaMaterial, PLUGGED_SECRET, TokenReviewAuthenticator } from './ca/kube.ts';
 import { RootCertPublisher } from './ca/publisher.ts';
 import { CaService } from './ca/service.ts';
 import { ServingCertificate, servingDnsNames } from './ca/serving.ts';
 import type { IstiodConfig } from './config.ts';
-import { AmbientIndex } from './index/index.ts';
+import { GatewayController } from './gateway/index.ts';
+import { AmbientIndex, DEFAULT_DOMAIN_SUFFIX } from './index/index.ts';
 import { AmbientController } from './kube/controller.ts';
 import { InformerNodeIndex } from './kube/nodeindex.ts';
 import { KubeStatusWriter } from './kube/status.ts';
+import { WaypointAccess } from './l7/access.ts';
+import { L7Controller } from './l7/controller.ts';
+import { L7StatusWriter } from './l7/status.ts';
 import { handleDebugRequest } from './xds/debug.ts';
-import { XdsServer } from './xds/server.ts';
+import { DEFAULT_TYPES, XdsServer } from './xds/server.ts';
 
 export interface IstiodInputs {
   readonly config: IstiodConfig;
@@ -73,7 +78,11 @@ export class Istiod {
   readonly index: AmbientIndex;
   readonly xds: XdsServer;
   private readonly status: KubeStatusWriter;
+  private readonly l7Status: L7StatusWriter;
+  /** The waypoint L7 compiler (started in run()). */
+  l7: L7Controller | null = null;
   private controller: AmbientController | null = null;
+  private gateways: GatewayController | null = null;
   private material: CaMaterial;
   private ready = false;
 
@@ -93,6 +102,7 @@ export class Istiod {
       index: AmbientIndex;
       xds: XdsServer;
       status: KubeStatusWriter;
+      l7Status: L7StatusWriter;
     },
   ) {
     this.inputs = inputs;
@@ -109,6 +119,7 @@ export class Istiod {
     this.index = parts.index;
     this.xds = parts.xds;
     this.status = parts.status;
+    this.l7Status = parts.l7Status;
   }
 
   static async create(inputs: IstiodInputs): Promise<Istiod> {
@@ -134,8 +145,12 @@ export class Istiod {
       registry,
       logger: logger.child({ module: 'xds' }),
       controlPlaneId: config.podName,
+      // Waypoint L7 config goes only to waypoints, each seeing its own services (istiod/src/l7/access.ts).
+      types: [...DEFAULT_TYPES, WAYPOINT_SERVICE_TYPE_URL],
+      access: new Map([[WAYPOINT_SERVICE_TYPE_URL, new WaypointAccess(index)]]),
     });
     const status = new KubeStatusWriter(kc, logger.child({ module: 'status' }));
+    const l7Status = new L7StatusWriter(kc, logger.child({ module: 'l7-status' }));
     const authenticator = new TokenReviewAuthenticator(kc);
     const ca = new CaService({
       material: () => holder.get(),
@@ -194,7 +209,7 @@ export class Istiod {
         );
         return;
       }
-      if (handleDebugRequest({ xds, index }, req, res)) return;
+      if (handleDebugRequest({ xds, index, waypoints: self?.l7 ?? undefined }, req, res)) return;
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     });
     const monitoring = createHttpServer((req, res) => {
@@ -232,6 +247,7 @@ export class Istiod {
       index,
       xds,
       status,
+      l7Status,
     });
     self = instance;
     const reload = async () => {
@@ -270,7 +286,31 @@ export class Istiod {
   async run(): Promise<void> {
     await this.publisher.start();
     await this.cacertsWatch.start();
-    const { kubeConfig, logger } = this.inputs;
+    const { kubeConfig, logger, config } = this.inputs;
+    const gateways = new GatewayController({
+      kubeConfig,
+      build: {
+        image: config.gatewayProxyImage,
+        // The istiod Service port (not our bind port, which tests set to 0).
+        xdsAddress: `istiod.${config.namespace}.svc:15012`,
+        clusterId: config.clusterId,
+        trustDomain: config.trustDomain,
+      },
+      domainSuffix: DEFAULT_DOMAIN_SUFFIX,
+      deploy: config.gatewayDeploymentController,
+      createClasses: config.gatewayClassController,
+      registry: this.registry,
+      logger: logger.child({ module: 'gateway' }),
+    });
+    this.gateways = gateways;
+    // The waypoint L7 compiler observes the ambient pipeline, so it exists first.
+    this.l7 = await L7Controller.create({
+      kubeConfig,
+      index: this.index,
+      xds: this.xds,
+      status: this.l7Status,
+      logger: logger.child({ module: 'l7' }),
+    });
     this.controller = await AmbientController.create({
       kubeConfig,
       index: this.index,
@@ -278,9 +318,16 @@ export class Istiod {
       status: this.status,
       registry: this.registry,
       logger: logger.child({ module: 'ambient' }),
+      // The Gateway controller shares the ambient informers (Gateways, classes, Services, EndpointSlices).
+      observe: (kind, event, obj) => gateways.observe(kind, event, obj),
+      observer: this.l7.observer,
     });
     // Serve config only once every kind has been listed: a ztunnel must never see a partial mesh.
-    await this.controller.synced;
+    await Promise.all([this.controller.synced, this.l7.synced]);
+    // Starts writing once its own informers have listed too; readiness does not wait for it.
+    gateways.start(this.controller.synced).catch((err: unknown) => {
+      logger.error({ err: describeError(err) }, 'BUG: gateway controller failed to start');
+    });
     const grpcDrainable = (name: string, s: GrpcServer): Drainable => ({
       name,
       drain: () => new Promise<void>((resolve) => s.tryShutdown(() => resolve())),
@@ -300,7 +347,10 @@ export class Istiod {
     await this.cacertsWatch.stop();
     this.serving.close();
     this.controller?.stop();
+    this.gateways?.stop();
+    this.l7?.stop();
     this.status.stop();
+    this.l7Status.stop();
     this.xds.close();
     await this.drain.run(graceMs, this.inputs.logger);
   }

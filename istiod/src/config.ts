@@ -32,6 +32,15 @@ export interface IstiodConfig {
   readonly drainGraceMs: number;
   /** Path to a kubeconfig; in-cluster service account when unset (KUBECONFIG). */
   readonly kubeconfig: string | null;
+  /**
+   * Deploy a ServiceAccount, Service and Deployment for each Gateway of our classes
+   * (PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER, as in Istio). Status is written either way.
+   */
+  readonly gatewayDeploymentController: boolean;
+  /** Create the GatewayClasses `istio` and `istio-waypoint` when missing (PILOT_ENABLE_GATEWAY_API_GATEWAYCLASS_CONTROLLER). */
+  readonly gatewayClassController: boolean;
+  /** Image of the proxies deployed for Gateways: waypoints and ingress gateways (GATEWAY_PROXY_IMAGE). */
+  readonly gatewayProxyImage: string;
 }
 
 export function loadConfig(e: env.Env = process.env): IstiodConfig {
@@ -54,5 +63,8 @@ export function loadConfig(e: env.Env = process.env): IstiodConfig {
     logLevel: env.oneOf(e, 'LOG_LEVEL', 'info', LEVELS),
     drainGraceMs: env.duration(e, 'TERMINATION_DRAIN_DURATION', 5_000),
     kubeconfig: env.optionalStr(e, 'KUBECONFIG'),
+    gatewayDeploymentController: env.bool(e, 'PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER', true),
+    gatewayClassController: env.bool(e, 'PILOT_ENABLE_GATEWAY_API_GATEWAYCLASS_CONTROLLER', true),
+    gatewayProxyImage: env.str(e, 'GATEWAY_PROXY_IMAGE', 'ambient-ts/waypoint:0.1.0'),
   });
 }

@@ -243,7 +243,8 @@ const REGISTRY = {
     hint: 'the log names the service and route; fix the source object (HTTPRoute, VirtualService, DestinationRule, AuthorizationPolicy)',
   },
   MESH_ERR_XDS_AUTH: {
-    summary: 'An xDS client was refused: no or invalid bearer token, or its node id names another namespace.',
+    summary:
+      'An xDS client was refused: no or invalid bearer token, its node id names another namespace, or its identity may not read a type it asked for (waypoint config).',
     hint: 'the client must send its service-account token (audience istio-ca) as "authorization: Bearer"; the node id namespace must be the token\'s',
   },
   MESH_ERR_XDS_NACK: {

@@ -32,6 +32,8 @@ export const MESH_CONTROLLER = 'istio.io/mesh-controller';
 /** Set by the Gateway controller on the Deployment/Service/pods it creates for a Gateway. */
 export const GATEWAY_NAME_LABEL = 'gateway.networking.k8s.io/gateway-name';
 export const GATEWAY_MANAGED_LABEL = 'gateway.istio.io/managed';
+/** The value of GATEWAY_MANAGED_LABEL on what is deployed for a waypoint (the controller name, `/` → `-`). */
+export const MESH_CONTROLLER_LABEL = 'istio.io-mesh-controller';
 /** `<protocol>` or `<protocol>/<port>` (NONE or PROXY) on a waypoint Gateway or its class. */
 export const WAYPOINT_INBOUND_BINDING_ANNOTATION = 'ambient.istio.io/waypoint-inbound-binding';
 /** Waypoints listen for HBONE on this port. */

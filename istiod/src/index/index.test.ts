@@ -597,7 +597,7 @@ describe('waypoint binding', () => {
       'Service',
       svc('wp', {
         selector: { 'gateway.networking.k8s.io/gateway-name': 'wp' },
-        labels: { 'gateway.istio.io/managed': 'istio.io/mesh-controller' },
+        labels: { 'gateway.istio.io/managed': 'istio.io-mesh-controller' },
       }),
     );
     index.upsert(

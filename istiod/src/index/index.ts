@@ -223,6 +223,8 @@ export class AmbientIndex {
   private readonly sourcesByHostname = new Map<string, Set<string>>();
   /** hostname → resource keys (`ns/hostname`) last output for it. */
   private readonly hostnameKeys = new Map<string, Set<string>>();
+  /** Resource key (`ns/hostname`) → the ServiceInfo that won it (read by the waypoint L7 compiler). */
+  private readonly winnerInfos = new Map<string, ServiceInfo>();
   private readonly workloadUids = new Map<string, string[]>();
   private readonly uidOwner = new Map<string, string>();
   private readonly podSlices = new Map<string, Set<string>>();
@@ -612,8 +614,13 @@ export class AmbientIndex {
       if (!canonical || better(w, canonical)) canonical = w;
     }
     const before = this.hostnameKeys.get(hostname) ?? new Set<string>();
-    for (const k of before) if (!winners.has(k)) this.deleteAddress(k);
+    for (const k of before) {
+      if (winners.has(k)) continue;
+      this.deleteAddress(k);
+      this.winnerInfos.delete(k);
+    }
     for (const [k, w] of winners) {
+      this.winnerInfos.set(k, w);
       const service = w === canonical ? { ...w.service, canonical: true } : w.service;
       this.setAddress(k, { type: { $case: 'service', value: service } });
     }
@@ -799,6 +806,21 @@ export class AmbientIndex {
 
   waypoint(key: string): Waypoint | undefined {
     return this.waypoints.get(key);
+  }
+
+  /** Every current waypoint by `namespace/name` (read-only view; replaced, never mutated, on change). */
+  waypointMap(): ReadonlyMap<string, Waypoint> {
+    return this.waypoints;
+  }
+
+  /** The ServiceInfo behind a Service resource `<ns>/<hostname>` (the winner for that key), if any. */
+  serviceInfo(key: string): ServiceInfo | undefined {
+    return this.winnerInfos.get(key);
+  }
+
+  /** Every Service resource's ServiceInfo, by resource key `<ns>/<hostname>`. */
+  serviceInfoMap(): ReadonlyMap<string, ServiceInfo> {
+    return this.winnerInfos;
   }
 
   /** Kubernetes Service hostname helper bound to this index's domain suffix. */

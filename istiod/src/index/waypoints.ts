@@ -25,6 +25,7 @@ import {
   GATEWAY_NAME_LABEL,
   HBONE_PORT,
   MESH_CONTROLLER,
+  MESH_CONTROLLER_LABEL,
   USE_WAYPOINT_LABEL,
   USE_WAYPOINT_NAMESPACE_LABEL,
   USE_WAYPOINT_NONE,
@@ -225,7 +226,7 @@ export function waypointForService(
   waypoints: ReadonlyMap<string, Waypoint>,
 ): WaypointLookup {
   // A waypoint's own Service never goes through a waypoint.
-  if (meta?.labels?.[GATEWAY_MANAGED_LABEL] === MESH_CONTROLLER) return NONE;
+  if (meta?.labels?.[GATEWAY_MANAGED_LABEL] === MESH_CONTROLLER_LABEL) return NONE;
   const r = waypointForTarget(meta, objectNamespace, nsObj, waypoints);
   if (!r.waypoint) return r;
   const t = r.waypoint.trafficType;

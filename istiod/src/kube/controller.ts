@@ -16,6 +16,12 @@ import type { XdsServer } from '../xds/index.ts';
 import { type InformerEvent, InformerSet } from './informers.ts';
 import type { StatusSink } from './status.ts';
 
+/** Told of every object event (after the index stored it) and of every flush's change (the waypoint L7 compiler). */
+export interface AmbientObserver {
+  event(kind: Kind, event: InformerEvent, obj: KindMap[Kind]): void;
+  flushed(change: IndexChange): void;
+}
+
 export interface AmbientPipelineOptions {
   readonly index: AmbientIndex;
   readonly xds: XdsServer;
@@ -23,12 +29,14 @@ export interface AmbientPipelineOptions {
   readonly status?: StatusSink | null;
   readonly registry: Registry;
   readonly logger: Logger;
+  readonly observer?: AmbientObserver | null;
 }
 
 export class AmbientPipeline {
   readonly index: AmbientIndex;
   private readonly xds: XdsServer;
   private readonly status: StatusSink | null;
+  private readonly observer: AmbientObserver | null;
   private readonly logger: Logger;
   private readonly events: Counter<'type' | 'event'>;
   private readonly rejected: Counter<'type' | 'name'>;
@@ -38,6 +46,7 @@ export class AmbientPipeline {
     this.index = opts.index;
     this.xds = opts.xds;
     this.status = opts.status ?? null;
+    this.observer = opts.observer ?? null;
     this.logger = opts.logger;
     this.events = new Counter({
       name: 'pilot_k8s_cfg_events',
@@ -66,6 +75,7 @@ export class AmbientPipeline {
     });
     if (event === 'delete') this.index.remove(kind, obj);
     else this.index.upsert(kind, obj);
+    this.observer?.event(kind, event, obj);
     this.schedule();
   }
 
@@ -73,6 +83,7 @@ export class AmbientPipeline {
   flush(): IndexChange {
     const change = this.index.flush();
     this.publish(change);
+    this.observer?.flushed(change);
     return change;
   }
 
@@ -111,6 +122,11 @@ export interface AmbientControllerOptions extends AmbientPipelineOptions {
   readonly kubeConfig: KubeConfig;
   /** Restrict the watched kinds (tests); default: all the index consumes. */
   readonly kinds?: readonly Kind[];
+  /**
+   * Also told every object event, after the index (e.g. the Gateway controller, which needs Gateways, Services
+   * and EndpointSlices too: one set of watches serves both).
+   */
+  readonly observe?: <K extends Kind>(kind: K, event: InformerEvent, obj: KindMap[K]) => void;
 }
 
 export class AmbientController {
@@ -123,7 +139,14 @@ export class AmbientController {
       kubeConfig: opts.kubeConfig,
       logger: opts.logger,
       kinds: opts.kinds,
-      onEvent: (kind, event, obj) => this.pipeline.apply(kind, event, obj),
+      onEvent: (kind, event, obj) => {
+        this.pipeline.apply(kind, event, obj);
+        try {
+          opts.observe?.(kind, event, obj);
+        } catch (err) {
+          opts.logger.error({ kind, err: describeError(err) }, 'BUG: informer event observer failed');
+        }
+      },
     });
   }
 

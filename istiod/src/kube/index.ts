@@ -5,6 +5,7 @@
 export {
   AmbientController,
   type AmbientControllerOptions,
+  type AmbientObserver,
   AmbientPipeline,
   type AmbientPipelineOptions,
 } from './controller.ts';

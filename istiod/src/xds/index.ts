@@ -6,11 +6,14 @@ export { type DebugSources, handleDebugRequest } from './debug.ts';
 export { metricType } from './metrics.ts';
 export { formatNodeId, NODE_TYPES, type NodeParseResult, type ParsedNode, parseNodeId } from './node.ts';
 export {
+  type AccessDecision,
+  type AccessRequest,
   DEFAULT_TYPES,
   MAX_REQUEST_BYTES,
   resourceVersion,
   type ServeOptions,
   type SyncStatus,
+  type TypeAccess,
   type TypeSyncStatus,
   XdsServer,
   type XdsServerOptions,

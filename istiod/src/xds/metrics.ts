@@ -1,14 +1,23 @@
 /**
  * istiod's xDS metrics under Istio's names and labels (pilot/pkg/xds/monitoring.go): `type` is the short
- * metric type (`wds` for Address, `wads` for Authorization), as Istio's GetMetricType reports it.
+ * metric type (`wds` for Address, `wads` for Authorization, `wpds` for waypoint ServiceConfig), as Istio's
+ * GetMetricType reports it.
  */
 import { Counter, Gauge, Histogram, type Registry } from '../../../pkg/metrics/index.ts';
-import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../../pkg/xds/index.ts';
+import {
+  ADDRESS_TYPE_URL,
+  AUTHORIZATION_TYPE_URL,
+  WAYPOINT_SERVICE_TYPE_URL,
+} from '../../../pkg/xds/index.ts';
 
-/** Istio's GetMetricType for the types we serve; anything else is reported by its URL. */
+/**
+ * Istio's GetMetricType for the types we serve (`wpds` for our waypoint L7 config, which Istio does not have);
+ * anything else is reported by its URL.
+ */
 export function metricType(typeUrl: string): string {
   if (typeUrl === ADDRESS_TYPE_URL) return 'wds';
   if (typeUrl === AUTHORIZATION_TYPE_URL) return 'wads';
+  if (typeUrl === WAYPOINT_SERVICE_TYPE_URL) return 'wpds';
   return typeUrl;
 }
 

@@ -14,6 +14,11 @@
  *   error is logged, counted and shown in syncz) and only later changes are pushed.
  * Changes reach connections through a debouncer (100 ms quiet, 10 s max), and only changed names are
  * considered; deletions travel as `removed_resources`.
+ *
+ * Scoped types (`access`, e.g. the waypoint L7 config): the first request for such a type is authorized by its
+ * TypeAccess rule (ignored, refused, or given a scope), and the client then sees only the names in its scope
+ * (`setScope`). Resources are still stored and encoded once; scoping only selects which stored bytes a client gets,
+ * and a name leaving a client's scope is sent as removed.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
@@ -54,6 +59,33 @@ export interface XdsServerOptions {
   readonly debounceMaxMs?: number;
   /** Sent as `control_plane.identifier` (istiod's pod name, typically). */
   readonly controlPlaneId?: string;
+  /**
+   * Types whose resources are not for every client: who may subscribe and which named scope of resources each
+   * subscriber sees (`setScope`). Types without an entry are served to every client, unscoped.
+   */
+  readonly access?: ReadonlyMap<string, TypeAccess>;
+}
+
+/** What a client asking for a scoped type is: its parsed node id, node metadata and authenticated caller. */
+export interface AccessRequest {
+  readonly node: ParsedNode;
+  readonly metadata: Readonly<Record<string, unknown>>;
+  /** Null on a port without authentication. */
+  readonly caller: Caller | null;
+}
+
+/**
+ * The decision for one client and type: `ignore` answers nothing and keeps the stream (as for a type we do not
+ * serve, e.g. a ztunnel asking for waypoint config), `deny` ends the stream with PERMISSION_DENIED (a client
+ * claiming to be something its credentials do not allow), `scope` serves the resources of that scope only.
+ */
+export type AccessDecision =
+  | { readonly kind: 'ignore'; readonly reason: string }
+  | { readonly kind: 'deny'; readonly reason: string }
+  | { readonly kind: 'scope'; readonly scope: string };
+
+export interface TypeAccess {
+  authorize(req: AccessRequest): AccessDecision;
 }
 
 export interface ServeOptions {
@@ -104,14 +136,21 @@ class TypeState {
   lastAckAt: number | null = null;
   lastNack: { nonce: string; message: string; at: number } | null = null;
 
+  /** For a scoped type: the scope this client sees and its current members (null = unscoped type). */
+  scope: string | null = null;
+  scopeMembers: ReadonlySet<string> | null = null;
+
   constructor(typeUrl: string) {
     this.typeUrl = typeUrl;
   }
 
   wants(name: string): boolean {
+    if (this.scopeMembers !== null && !this.scopeMembers.has(name)) return false;
     return this.wildcard || this.names.has(name);
   }
 }
+
+const EMPTY_SCOPE: ReadonlySet<string> = new Set();
 
 type XdsStream = grpc.ServerDuplexStream<DeltaDiscoveryRequest | BadRequest, Uint8Array>;
 
@@ -130,6 +169,7 @@ class Connection {
   readonly caller: Caller | null;
   readonly connectedAt = Date.now();
   readonly version: string;
+  readonly metadata: Readonly<Record<string, unknown>>;
   readonly types = new Map<string, TypeState>();
   readonly stream: XdsStream;
   readonly logger: Logger;
@@ -142,10 +182,12 @@ class Connection {
     caller: Caller | null,
     stream: XdsStream,
     logger: Logger,
+    metadata: Readonly<Record<string, unknown>> = {},
   ) {
     this.id = id;
     this.node = node;
     this.version = version;
+    this.metadata = metadata;
     this.peer = stream.getPeer();
     this.caller = caller;
     this.stream = stream;
@@ -171,6 +213,8 @@ export interface SyncStatus {
 export interface TypeSyncStatus {
   readonly typeUrl: string;
   readonly wildcard: boolean;
+  /** The resource scope this client sees for a scoped type (e.g. its waypoint), else null. */
+  readonly scope: string | null;
   readonly subscribedNames: number;
   /** Resources the client has acknowledged. */
   readonly resourcesAcked: number;
@@ -220,6 +264,9 @@ export class XdsServer {
   private readonly debouncer: Debouncer;
   private readonly connections = new Map<string, Connection>();
   private readonly controlPlaneId: string;
+  private readonly access: ReadonlyMap<string, TypeAccess>;
+  /** Scoped types: type URL → scope → resource names visible in it. */
+  private readonly scopes = new Map<string, Map<string, ReadonlySet<string>>>();
   /** Streams we have ended; requests still buffered on them are dropped. */
   private readonly ended = new WeakSet<XdsStream>();
   private connectionCounter = 0;
@@ -232,6 +279,11 @@ export class XdsServer {
     this.typeUrls = new Set(opts.types ?? DEFAULT_TYPES);
     for (const t of this.typeUrls) this.tables.set(t, new Map());
     this.controlPlaneId = opts.controlPlaneId ?? '';
+    this.access = opts.access ?? new Map();
+    for (const t of this.access.keys()) {
+      if (!this.typeUrls.has(t)) throw new Error(`BUG: access rule for ${t}, which XdsServer does not serve`);
+      this.scopes.set(t, new Map());
+    }
     const self = this;
     // Proxy status as a metric: connections per type and sync state, computed at scrape time from syncz.
     new Gauge({
@@ -288,6 +340,45 @@ export class XdsServer {
   /** Current resource names and versions of a type (debug, tests). */
   versions(typeUrl: string): Map<string, string> {
     return new Map([...(this.tables.get(typeUrl) ?? [])].map(([k, v]) => [k, v.version]));
+  }
+
+  /**
+   * Sets which resources of a scoped type the clients in `scope` see (replacing the previous set). Names that
+   * enter or leave the scope are pushed (or removed) with the next debounced push, like resource changes.
+   */
+  setScope(typeUrl: string, scope: string, names: ReadonlySet<string>): void {
+    const scopes = this.scopes.get(typeUrl);
+    if (!scopes) throw new Error(`BUG: XdsServer has no access rule for ${typeUrl}`);
+    const before = scopes.get(scope) ?? EMPTY_SCOPE;
+    const after = new Set(names);
+    const changed: string[] = [];
+    for (const n of before) if (!after.has(n)) changed.push(n);
+    for (const n of after) if (!before.has(n)) changed.push(n);
+    if (after.size > 0) scopes.set(scope, after);
+    else scopes.delete(scope);
+    for (const conn of this.connections.values()) {
+      const st = conn.types.get(typeUrl);
+      if (st && st.scope === scope) st.scopeMembers = after;
+    }
+    if (changed.length === 0) return;
+    let pending = this.pendingNames.get(typeUrl);
+    if (!pending) {
+      pending = new Set();
+      this.pendingNames.set(typeUrl, pending);
+    }
+    for (const n of changed) pending.add(n);
+    if (this.pendingSince < 0) this.pendingSince = performance.now();
+    this.debouncer.trigger();
+  }
+
+  /** Whether a type is served with an access rule (its resources are scoped per client). */
+  isScoped(typeUrl: string): boolean {
+    return this.scopes.has(typeUrl);
+  }
+
+  /** Current members of a scope (debug, tests). */
+  scopeNames(typeUrl: string, scope: string): ReadonlySet<string> {
+    return this.scopes.get(typeUrl)?.get(scope) ?? EMPTY_SCOPE;
   }
 
   /** Pushes pending changes now instead of waiting for the debouncer. */
@@ -414,7 +505,7 @@ export class XdsServer {
         const meta = req.node?.metadata ?? {};
         const version = typeof meta.ISTIO_VERSION === 'string' ? meta.ISTIO_VERSION : 'unknown';
         const id = `${nodeId}-${++this.connectionCounter}`;
-        conn = new Connection(id, parsed.node, version, caller, call, this.logger.child({ conn: id }));
+        conn = new Connection(id, parsed.node, version, caller, call, this.logger.child({ conn: id }), meta);
         this.connections.set(id, conn);
         this.metrics.connected.inc({ version });
         conn.logger.info({ peer, node: nodeId, identity: callerId(caller) }, 'xDS client connected');
@@ -450,7 +541,43 @@ export class XdsServer {
     let st = conn.types.get(typeUrl);
     const table = this.tables.get(typeUrl)!;
     if (!st) {
+      const rule = this.access.get(typeUrl);
+      let scope: string | null = null;
+      if (rule) {
+        const decision = rule.authorize({ node: conn.node, metadata: conn.metadata, caller: conn.caller });
+        if (decision.kind === 'ignore') {
+          conn.logger.debug(
+            { typeUrl, reason: decision.reason },
+            'ignoring request for a type this client does not get',
+          );
+          return;
+        }
+        if (decision.kind === 'deny') {
+          conn.logger.warn(
+            {
+              code: 'MESH_ERR_XDS_AUTH',
+              typeUrl,
+              node: conn.node.id,
+              identity: callerId(conn.caller),
+              reason: decision.reason,
+            },
+            'xDS subscription refused',
+          );
+          this.endStream(
+            conn,
+            conn.stream,
+            grpc.status.PERMISSION_DENIED,
+            `authorization failed: ${decision.reason}`,
+          );
+          return;
+        }
+        scope = decision.scope;
+      }
       st = new TypeState(typeUrl);
+      if (scope !== null) {
+        st.scope = scope;
+        st.scopeMembers = this.scopes.get(typeUrl)?.get(scope) ?? EMPTY_SCOPE;
+      }
       conn.types.set(typeUrl, st);
       const subscribe = req.resourceNamesSubscribe;
       st.wildcard = subscribe.length === 0 || subscribe.includes('*');
@@ -620,6 +747,7 @@ export class XdsServer {
           {
             typeUrl: st.typeUrl,
             wildcard: st.wildcard,
+            scope: st.scope,
             subscribedNames: st.names.size,
             resourcesAcked: st.acked.size,
             resourcesPending: st.dirty.size,
