@@ -3,8 +3,7 @@
  * from this repository, the samples run theirs (samples/images.ts), `curlimages/curl` runs host programs, and
  * anything else is unknown, which the runtime reports as `ErrImagePull` (never run silently as something else).
  *
- * An image whose entry file does not exist (yet: waypoint, a component still being written) is treated exactly
- * like an unknown image, with the missing file named in the pull failure message.
+ * An image whose entry file does not exist (a broken checkout) is treated exactly like an unknown image, with the missing file named in the pull failure message.
  */
 import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
