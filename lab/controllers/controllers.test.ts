@@ -280,6 +280,74 @@ describe('lab controllers', () => {
     });
   });
 
+  it('DaemonSet maxSurge rollout: each new pod starts beside the old one, which goes once the new one is available, one node at a time', async () => {
+    await ns('surge');
+    await c().create('apps/v1/daemonsets', {
+      metadata: { name: 'zt', namespace: 'surge' },
+      spec: {
+        selector: { matchLabels: { app: 'zt' } },
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+        template: {
+          metadata: { labels: { app: 'zt' } },
+          spec: { containers: [{ name: 'z', image: 'zt:1' }] },
+        },
+      },
+    });
+    const image = (p: Obj) => (p.spec?.containers as Array<{ image: string }> | undefined)?.[0]?.image;
+    const onNode = (node: string) => active('surge').filter((p) => p.spec?.nodeName === node);
+    const restart = (at: string) =>
+      c().patch('apps/v1/daemonsets', 'surge', 'zt', 'strategic', {
+        spec: { template: { metadata: { annotations: { 'kubectl.kubernetes.io/restartedAt': at } } } },
+      });
+    await eventually(() => onNode('node-a').length === 1 && onNode('node-b').length === 1);
+    await readyAll('surge');
+    const [oldA] = onNode('node-a');
+    const [oldB] = onNode('node-b');
+
+    // What `kubectl rollout restart` does: a template annotation, hence a new revision.
+    await restart('2030-01-01T00:00:00Z');
+    const newA = await eventually(() => onNode('node-a').find((p) => p.metadata.uid !== oldA?.metadata.uid));
+    expect(newA.spec?.nodeName).toBe('node-a');
+    // Not Ready yet: the old pod stays beside it, and node-b (maxSurge 1) waits.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(
+      onNode('node-a')
+        .map((p) => p.metadata.uid)
+        .sort(),
+    ).toEqual([oldA?.metadata.uid, newA.metadata.uid].sort());
+    expect(onNode('node-b').map((p) => p.metadata.uid)).toEqual([oldB?.metadata.uid]);
+    // Like kube, status looks at each node's oldest pod: nothing counts as updated while old pods remain.
+    const surging = c().get('apps/v1/daemonsets', 'surge', 'zt') as Obj;
+    expect(surging.status).toMatchObject({ updatedNumberScheduled: 0, numberAvailable: 2 });
+    // Available → the old pod goes, and the next node surges.
+    await makeReady(newA);
+    await eventually(() => onNode('node-a').length === 1 && onNode('node-b').length === 2);
+    expect(onNode('node-a')[0]?.metadata.uid).toBe(newA.metadata.uid);
+    const newB = onNode('node-b').find((p) => p.metadata.uid !== oldB?.metadata.uid) as Obj;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(onNode('node-b')).toHaveLength(2); // old-b stays until new-b is available
+    await makeReady(newB);
+    await eventually(
+      () => onNode('node-b').length === 1 && onNode('node-b')[0]?.metadata.uid === newB.metadata.uid,
+    );
+    const ds = await eventually(() => {
+      const d = c().get('apps/v1/daemonsets', 'surge', 'zt') as Obj;
+      return d.status?.updatedNumberScheduled === 2 && d.status?.numberAvailable === 2 ? d : null;
+    });
+    expect(ds.status?.numberUnavailable).toBeUndefined();
+    expect(active('surge').map(image)).toEqual(['zt:1', 'zt:1']);
+
+    // A node whose old pod is not Ready is replaced at once, outside the surge budget, and the unready old
+    // pod goes as soon as its replacement exists.
+    await makeReady(newB, false);
+    await restart('2030-01-02T00:00:00Z');
+    await eventually(() => {
+      const a = onNode('node-a');
+      const b = onNode('node-b');
+      return a.length === 2 && b.length === 1 && b[0]?.metadata.uid !== newB.metadata.uid;
+    });
+  });
+
   it('Service → EndpointSlice and Endpoints from matching pods with IPs; only Ready ones are ready', async () => {
     await ns('svc');
     await c().create('v1/services', {
