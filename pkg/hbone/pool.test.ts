@@ -205,6 +205,36 @@ describe('HbonePool', () => {
     expect(pool.keys()).toEqual([]);
   });
 
+  it('retries a tunnel on a new connection when the peer drops the TCP connection before TLS finishes', async () => {
+    // What a proxy handing over to its successor does to connections queued on the listener it closes.
+    const { server, port, backendPort } = await setup();
+    const dropper = track((await tcpServer((s) => s.resetAndDestroy())).server);
+    const dropPort = (dropper.address() as { port: number }).port;
+    let calls = 0;
+    const pool = track(
+      makePool(clientCert, {
+        createSocket: (t): Socket => netConnect({ host: t.host, port: calls++ === 0 ? dropPort : t.port }),
+      }),
+    );
+    const tunnel = await pool.connect(connectOptions(port, backendPort));
+    expect(await roundTrip(tunnel, 'second try')).toBe('second try');
+    expect(pool.stats).toMatchObject({
+      connectionsOpened: 2,
+      connectionsFailed: 1,
+      connectionsEstablished: 1,
+    });
+    expect(server.stats.tlsHandshakes).toBe(1);
+    tunnel.end();
+  });
+
+  it('does not retry a peer that completes TLS and then refuses us', async () => {
+    const { server, port, backendPort } = await setup();
+    const outsider = track(makePool(certFor(ca, id('default', 'client', 'evil.local'))));
+    await expect(outsider.connect(connectOptions(port, backendPort))).rejects.toThrow(/HBONE/);
+    expect(outsider.stats.connectionsOpened).toBe(1);
+    expect(server.stats.peersRejected).toBe(1);
+  });
+
   it('times out a connection that never completes its handshake', async () => {
     // A TCP server that accepts and never speaks.
     const mute = await tcpServer(() => {});

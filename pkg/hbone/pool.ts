@@ -123,7 +123,10 @@ const READY = 1;
 const RETIRED = 2;
 type ConnState = typeof CONNECTING | typeof READY | typeof RETIRED;
 
-/** Tunnels retried on a new connection when the old one went away before they were processed. */
+/**
+ * Attempts per tunnel: a tunnel is retried on a new connection when the old one went away before its stream
+ * was processed (REFUSED_STREAM, GOAWAY) or was dropped before TLS finished (droppedBeforeTls).
+ */
 const MAX_CONNECT_ATTEMPTS = 3;
 
 const kConn = Symbol('hbone.conn');
@@ -191,8 +194,11 @@ class PoolConnection {
     return formatAuthority(this.destination.ip, this.destination.port);
   }
 
-  /** Establishment failed: waiters get `err`; the connection leaves the pool. */
-  fail(err: unknown): void {
+  /**
+   * Establishment failed: waiters get `err`; the connection leaves the pool. `retryable`: nothing reached the
+   * peer's application yet and another connection may well succeed (see droppedBeforeTls).
+   */
+  fail(err: unknown, retryable = false): void {
     if (this.state !== CONNECTING) return;
     this.pool.stats.connectionsFailed++;
     this.retire();
@@ -205,6 +211,7 @@ class PoolConnection {
           null,
           {
             cause: err,
+            details: { refused: retryable },
           },
         );
     this.ready.reject(wrapped);
@@ -275,13 +282,23 @@ function onTlsSecure(this: ConnTls): void {
   this[kConn].pool.tlsEstablished(this[kConn], this);
 }
 
-function onTlsError(this: ConnTls, err: Error): void {
-  this[kConn].fail(err);
+/**
+ * The peer dropped the TCP connection before the TLS handshake finished. That is what a proxy handing over to
+ * its successor does to connections still queued on its listener when it closes it (SO_REUSEPORT gives each
+ * socket its own accept queue, and closing one resets what it holds): no byte reached anyone, and a new
+ * connection lands on the successor's listener, so one more attempt is safe and usually succeeds.
+ */
+function droppedBeforeTls(err: Error & { code?: string }): boolean {
+  return err.code === 'ECONNRESET' || err.code === 'EPIPE';
+}
+
+function onTlsError(this: ConnTls, err: Error & { code?: string }): void {
+  this[kConn].fail(err, this[kConn].session === null && droppedBeforeTls(err));
 }
 
 function onTlsClose(this: ConnTls): void {
   const conn = this[kConn];
-  if (conn.session === null) conn.fail(new Error('connection closed during the TLS handshake'));
+  if (conn.session === null) conn.fail(new Error('connection closed during the TLS handshake'), true);
 }
 
 function onSessionConnect(this: ConnSession): void {
@@ -434,7 +451,8 @@ export class HbonePool implements Drainable {
           await conn.ready.promise;
         } catch (err) {
           conn.release();
-          throw err;
+          if (attempt >= MAX_CONNECT_ATTEMPTS || !isRetryable(err)) throw err;
+          continue;
         }
       }
       try {

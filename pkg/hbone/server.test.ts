@@ -459,4 +459,37 @@ describe('HBONE server: drain', () => {
     await d;
     expect(server.activeSessions).toBe(0);
   });
+
+  it('answers a handshake that completes during the drain with GOAWAY; the client retries on the successor', async () => {
+    // The old server looks its certificate up asynchronously, and the drain starts meanwhile.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const cert = certFor(ca, SERVER_ID);
+    const old = await startServer(ca, { certificateFor: () => gate.then(() => cert) });
+    track(old.server);
+    const successor = await startServer(ca);
+    track(successor.server);
+    let calls = 0;
+    const pool = track(
+      makePool(certFor(ca, CLIENT_ID), {
+        createSocket: (t): Socket =>
+          netConnect({ host: t.host, port: calls++ === 0 ? old.port : successor.port }),
+      }),
+    );
+    const pending = pool.connect(connectOptions(old.port, await echoBackend()));
+    await eventually(() => old.server.stats.connectionsAccepted === 1);
+    const drained = old.server.drain();
+    release();
+    const tunnel = await pending;
+    expect(await roundTrip(tunnel, 'moved')).toBe('moved');
+    // The old server completed the handshake (no dropped connection) and answered nothing but GOAWAY.
+    expect(old.server.stats.tlsHandshakes).toBe(1);
+    expect(old.server.stats.accepted).toBe(0);
+    expect(pool.stats.goawaysReceived).toBe(1);
+    expect(successor.server.stats.accepted).toBe(1);
+    tunnel.end();
+    await drained;
+  });
 });

@@ -327,6 +327,8 @@ export class HboneServer implements Drainable {
   private readonly sessions = new Set<SessionState>();
   private readonly logOnce = new LogOnce();
   private closing = false;
+  /** forceClose ran: anything still arriving is dropped. */
+  private forced = false;
   private drained: (() => void) | null = null;
 
   private constructor(opts: HboneServerOptions, listener: Server) {
@@ -411,7 +413,9 @@ export class HboneServer implements Drainable {
   }
 
   private startTls(raw: Socket, cert: WorkloadCertificate): void {
-    if (raw.destroyed || this.closing) {
+    // Accepted before the drain began: finish the handshake and answer with GOAWAY (onSecure), so the client
+    // retries on a new connection instead of seeing its TCP connection dropped.
+    if (raw.destroyed || this.forced) {
       raw.destroy();
       return;
     }
@@ -441,9 +445,20 @@ export class HboneServer implements Drainable {
 
   private onTlsError(err: Error & { code?: string }, socket: TLSSocket): void {
     this.stats.tlsFailures++;
-    if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') this.stats.handshakeTimeouts++;
+    const peer = socket.remoteAddress;
     socket.destroy();
-    this.logger?.debug({ err: describeError(err), peer: socket.remoteAddress }, 'HBONE TLS handshake failed');
+    if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+      this.stats.handshakeTimeouts++;
+      // Idle or trickling handshakes (slowloris) are worth an operator's eye, once per peer and minute.
+      if (this.logger !== null && this.logOnce.should(`timeout ${peer}`)) {
+        this.logger.info(
+          { peer, timeoutMs: this.handshakeTimeoutMs },
+          'HBONE TLS handshake not completed in time; connection closed',
+        );
+      }
+      return;
+    }
+    this.logger?.debug({ err: describeError(err), peer }, 'HBONE TLS handshake failed');
   }
 
   // ---------- TLS → HTTP/2 ----------
@@ -451,7 +466,7 @@ export class HboneServer implements Drainable {
   private onSecure(socket: TLSSocket): void {
     this.stats.tlsHandshakes++;
     socket.on('error', onRawError);
-    if (this.closing) {
+    if (this.forced) {
       socket.destroy();
       return;
     }
@@ -481,6 +496,10 @@ export class HboneServer implements Drainable {
     this.sessions.add(state);
     this.stats.sessionsOpened++;
     this.stats.sessionsActive++;
+    // Handshake finished during the drain: GOAWAY at once. Streams the client already sent are refused
+    // (REFUSED_STREAM), which a client retries on a new connection — to our successor, once our listener is
+    // closed — instead of failing the way a dropped connection would.
+    if (this.closing) session.close();
   }
 
   private refusePeer(socket: TLSSocket, reason: string): void {
@@ -571,7 +590,7 @@ export class HboneServer implements Drainable {
   drain(): Promise<void> {
     this.closing = true;
     if (this.listener.listening) this.listener.close();
-    // Handshakes in flight are refused when they complete (closing) or cut by the handshake timeout.
+    // Handshakes in flight get a GOAWAY when they complete (onSecure) or are cut by the handshake timeout.
     if (this.sessions.size === 0) return Promise.resolve();
     const done = new Promise<void>((resolve) => {
       this.drained = resolve;
@@ -582,6 +601,7 @@ export class HboneServer implements Drainable {
 
   forceClose(): void {
     this.closing = true;
+    this.forced = true;
     if (this.listener.listening) this.listener.close();
     for (const s of this.sessions) s.session.destroy();
   }

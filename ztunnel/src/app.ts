@@ -21,7 +21,7 @@ import { fileReader, GrpcCaClient } from './ca-client.ts';
 import type { ZtunnelConfig } from './config.ts';
 import { PodManager } from './inpod/pods.ts';
 import { ZdsClient } from './inpod/zds.ts';
-import { TcpMetrics } from './metrics.ts';
+import { registerHboneMetrics, TcpMetrics } from './metrics.ts';
 import { ConnectionRegistry } from './proxy/connections.ts';
 import type { ProxyContext } from './proxy/context.ts';
 
@@ -159,6 +159,7 @@ export class Ztunnel {
         ),
       ],
     });
+    registerHboneMetrics(registry, pods);
     new Gauge({
       name: 'istio_ztunnel_pods',
       help: 'Captured pods this ztunnel proxies.',
@@ -205,27 +206,37 @@ export class Ztunnel {
 
   async run(): Promise<void> {
     this.xds.start();
-    this.zds.start();
+    // Pods are taken over from the CNI agent only once xDS has synced: a pod's listeners accept connections the
+    // moment they are bound (beside a previous ztunnel's, which is still serving during a handover), and without
+    // workloads, services and policies we could only route them wrong or refuse them.
     this.xds.ready.then(() => {
       this.xdsSynced = true;
       this.inputs.logger.info(this.state.counts(), 'xDS synced');
+      if (!this.drain.draining) this.zds.start();
     });
     for (const [i, s] of this.servers.entries()) this.drain.add(drainableServer(`http-${i}`, s));
+    // The pods drain first, with everything they may still need: a connection accepted just before the drain
+    // may yet have to open an HBONE connection (certificate, workload state). Only the CNI agent link stops
+    // at once: pods it adds from now on are for our successor.
     this.drain.add({
       name: 'pods',
-      drain: () => this.pods.closeAll(this.inputs.config.drainGraceMs),
-      forceClose: () => void this.pods.closeAll(0),
-    });
-    this.drain.add({
-      name: 'control',
       drain: async () => {
         this.zds.stop();
-        this.xds.close();
-        this.certs.close();
-        this.ca.close();
+        await this.pods.closeAll(this.inputs.config.drainGraceMs);
+        this.closeControl();
       },
-      forceClose: () => {},
+      forceClose: () => {
+        void this.pods.closeAll(0);
+        this.closeControl();
+      },
     });
+  }
+
+  private closeControl(): void {
+    this.zds.stop();
+    this.xds.close();
+    this.certs.close();
+    this.ca.close();
   }
 
   async close(graceMs = 0): Promise<void> {

@@ -2,7 +2,8 @@
  * Istio's TCP metrics with their full label set, as ztunnel reports them (reporter="source" on the client
  * side, "destination" on the server side). Missing values are "unknown", like Istio.
  */
-import { Counter, type Registry } from '../../pkg/metrics/index.ts';
+import type { HboneServerStats } from '../../pkg/hbone/index.ts';
+import { Counter, Gauge, type Registry } from '../../pkg/metrics/index.ts';
 import type { WorkloadInfo } from '../../pkg/state/index.ts';
 
 export const TCP_LABELS = [
@@ -119,4 +120,87 @@ export class TcpMetrics {
     if (bytesToClient > 0) this.sent.inc(labels, bytesToClient);
     if (failed) this.failed.inc(labels);
   }
+}
+
+/** The HBONE server counters summed over every pod proxy this process has run (live and closed). */
+export interface HboneTotals {
+  hboneTotals(): HboneServerStats;
+}
+
+/** Adds `from`'s counters into `into` (gauges too: a closed server's are 0). */
+export function addHboneStats(into: HboneServerStats, from: HboneServerStats): void {
+  into.connectionsAccepted += from.connectionsAccepted;
+  into.tlsHandshakes += from.tlsHandshakes;
+  into.tlsFailures += from.tlsFailures;
+  into.handshakeTimeouts += from.handshakeTimeouts;
+  into.certificateFailures += from.certificateFailures;
+  into.peersRejected += from.peersRejected;
+  into.sessionsOpened += from.sessionsOpened;
+  into.sessionsActive += from.sessionsActive;
+  into.sessionErrors += from.sessionErrors;
+  into.pingTimeouts += from.pingTimeouts;
+  into.idleClosed += from.idleClosed;
+  into.streamsOpened += from.streamsOpened;
+  into.streamsActive += from.streamsActive;
+  into.streamErrors += from.streamErrors;
+  into.accepted += from.accepted;
+  for (const k of ['400', '401', '503', 'other'] as const) into.rejected[k] += from.rejected[k];
+}
+
+/**
+ * Inbound HBONE (:15008) health, read from the pods' server counters at scrape time: what was refused before
+ * a tunnel existed (TLS failures, handshake timeouts — slowloris —, peers outside the trust domain, no
+ * certificate), and how CONNECT streams were answered. Not Istio metrics (ztunnel logs these cases); the
+ * names follow Istio's prefix.
+ */
+export function registerHboneMetrics(registry: Registry, source: HboneTotals): void {
+  new Counter({
+    name: 'istio_ztunnel_hbone_inbound_connections_total',
+    help: 'TCP connections accepted on the pods’ HBONE port (15008).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(source.hboneTotals().connectionsAccepted);
+    },
+  });
+  new Counter({
+    name: 'istio_ztunnel_hbone_inbound_refused_total',
+    help:
+      'HBONE connections closed before any tunnel, by reason: tls (handshake failed: garbage, no or untrusted ' +
+      'client certificate, wrong ALPN), handshake_timeout (handshake not finished in time), peer (no SPIFFE ' +
+      'identity in our trust domain), no_certificate (none for the local workload yet).',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      const t = source.hboneTotals();
+      this.reset();
+      this.inc({ reason: 'tls' }, t.tlsFailures - t.handshakeTimeouts);
+      this.inc({ reason: 'handshake_timeout' }, t.handshakeTimeouts);
+      this.inc({ reason: 'peer' }, t.peersRejected);
+      this.inc({ reason: 'no_certificate' }, t.certificateFailures);
+    },
+  });
+  new Counter({
+    name: 'istio_ztunnel_hbone_inbound_streams_total',
+    help: 'HBONE CONNECT streams on the pods’ port 15008, by the status answered.',
+    labelNames: ['status'],
+    registers: [registry],
+    collect() {
+      const t = source.hboneTotals();
+      this.reset();
+      this.inc({ status: '200' }, t.accepted);
+      this.inc({ status: '400' }, t.rejected[400]);
+      this.inc({ status: '401' }, t.rejected[401]);
+      this.inc({ status: '503' }, t.rejected[503]);
+      this.inc({ status: 'other' }, t.rejected.other);
+    },
+  });
+  new Gauge({
+    name: 'istio_ztunnel_hbone_inbound_sessions',
+    help: 'Open inbound HBONE (HTTP/2) connections.',
+    registers: [registry],
+    collect() {
+      this.set(source.hboneTotals().sessionsActive);
+    },
+  });
 }

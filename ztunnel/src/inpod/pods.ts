@@ -4,9 +4,11 @@
  * Certificates of identities no local pod uses any more are forgotten.
  */
 import type { Logger } from 'pino';
+import { HboneServerStats } from '../../../pkg/hbone/index.ts';
 import { formatSpiffeId } from '../../../pkg/identity/index.ts';
 import { closeFd, netnsInode } from '../../../pkg/netns/index.ts';
 import type { WorkloadInfo } from '../../../pkg/xds/gen/istio/workload/zds/zds.ts';
+import { addHboneStats, type HboneTotals } from '../metrics.ts';
 import type { ProxyContext } from '../proxy/context.ts';
 import { PodProxy } from '../proxy/pod.ts';
 import type { PodHandler } from './zds.ts';
@@ -16,8 +18,11 @@ interface Entry {
   readonly netnsInode: number;
 }
 
-export class PodManager implements PodHandler {
+export class PodManager implements PodHandler, HboneTotals {
   private readonly pods = new Map<string, Entry>();
+  /** Proxies being drained (no longer in `pods`), and the counters of those already closed. */
+  private readonly closing = new Set<PodProxy>();
+  private readonly retired = new HboneServerStats();
   private readonly ctx: ProxyContext;
   private readonly logger: Logger;
   private readonly graceMs: number;
@@ -45,7 +50,7 @@ export class PodManager implements PodHandler {
     }
     if (existing) {
       this.pods.delete(uid);
-      await existing.proxy.close(this.graceMs);
+      await this.retire(existing.proxy, this.graceMs);
     }
     const proxy = await PodProxy.create(
       this.ctx,
@@ -63,7 +68,7 @@ export class PodManager implements PodHandler {
     const e = this.pods.get(uid);
     if (!e) return;
     this.pods.delete(uid);
-    await e.proxy.close(this.graceMs);
+    await this.retire(e.proxy, this.graceMs);
     this.forgetUnused(e.proxy);
     this.logger.info({ uid, pod: `${e.proxy.info.namespace}/${e.proxy.info.name}` }, 'pod proxy stopped');
   }
@@ -81,7 +86,30 @@ export class PodManager implements PodHandler {
   async closeAll(graceMs: number): Promise<void> {
     const all = [...this.pods.values()];
     this.pods.clear();
-    await Promise.all(all.map((e) => e.proxy.close(graceMs)));
+    await Promise.all(all.map((e) => this.retire(e.proxy, graceMs)));
+  }
+
+  private async retire(proxy: PodProxy, graceMs: number): Promise<void> {
+    this.closing.add(proxy);
+    try {
+      await proxy.close(graceMs);
+    } finally {
+      this.closing.delete(proxy);
+      // Counters carry over; the gauges of a closed server are history.
+      const s = proxy.hboneStats;
+      addHboneStats(this.retired, s);
+      this.retired.sessionsActive -= s.sessionsActive;
+      this.retired.streamsActive -= s.streamsActive;
+    }
+  }
+
+  /** Inbound HBONE counters of every proxy this process ran, for metrics (monotonic across pod churn). */
+  hboneTotals(): HboneServerStats {
+    const t = new HboneServerStats();
+    addHboneStats(t, this.retired);
+    for (const e of this.pods.values()) addHboneStats(t, e.proxy.hboneStats);
+    for (const p of this.closing) addHboneStats(t, p.hboneStats);
+    return t;
   }
 
   dump() {

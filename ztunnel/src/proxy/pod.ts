@@ -14,6 +14,7 @@ import {
   formatForwardedFor,
   HbonePool,
   HboneServer,
+  type HboneServerStats,
   type PipeStats,
   pipeBidirectional,
 } from '../../../pkg/hbone/index.ts';
@@ -67,7 +68,12 @@ export class PodProxy {
   private readonly hbone: HboneServer;
   private readonly pool: HbonePool;
   private readonly sockets = new Set<Socket | Duplex>();
+  /** Accepted client sockets whose upstream is still being connected (not in `sockets` yet). */
+  private readonly settingUp = new Set<Socket>();
+  /** No longer accepting (draining). */
   private closed = false;
+  /** The drain deadline passed: whatever is still open is cut. */
+  private forced = false;
 
   private constructor(
     ctx: ProxyContext,
@@ -260,6 +266,8 @@ export class PodProxy {
       client.destroy();
       return;
     }
+    // Accepted before a drain began: it is seen through like any other until the drain deadline.
+    this.settingUp.add(client);
     let upstream: Duplex;
     try {
       if (route.kind === 'hbone') {
@@ -289,12 +297,14 @@ export class PodProxy {
         });
       }
     } catch (err) {
+      this.settingUp.delete(client);
       this.ctx.metrics.open(rec.labels);
       this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error: err as Error }, 'UF');
       client.destroy();
       return;
     }
-    if (client.destroyed || this.closed) {
+    this.settingUp.delete(client);
+    if (client.destroyed || this.forced) {
       upstream.destroy();
       return;
     }
@@ -393,9 +403,11 @@ export class PodProxy {
       client.resetAndDestroy();
       return;
     }
+    this.settingUp.add(client);
     this.connectApp(srcIp, dstIp, dst.port, me).then(
       (app) => {
-        if (client.destroyed || this.closed) {
+        this.settingUp.delete(client);
+        if (client.destroyed || this.forced) {
           app.destroy();
           return;
         }
@@ -406,6 +418,7 @@ export class PodProxy {
         pipeBidirectional(client, app, onPipeDone, rec);
       },
       (err: unknown) => {
+        this.settingUp.delete(client);
         this.ctx.metrics.open(rec.labels);
         this.finish(rec, { bytesAtoB: 0, bytesBtoA: 0, error: err as Error }, 'UF');
         client.destroy();
@@ -521,24 +534,51 @@ export class PodProxy {
     else this.ctx.accessLog.info(line, 'connection complete');
   }
 
-  /** Stops accepting; lets open connections finish for up to graceMs, then closes them. */
+  /**
+   * Stops accepting; lets open connections finish for up to graceMs, then closes them.
+   *
+   * Handover (a new ztunnel replacing this one, ARCHITECTURE.md "Lifecycle"): the successor binds its own
+   * listeners beside ours with SO_REUSEPORT as soon as the CNI agent hands it the pod, and the DaemonSet's
+   * maxSurge rollout only stops us once the successor is Ready, i.e. has every pod's listeners open. So when
+   * we get here the pod is already served by both, and the right move is to stop accepting at once: new
+   * connections then all go to the successor and never have to be cut at our drain deadline. Keeping our
+   * listeners open longer would not help either way: the kernel keeps hashing new connections to every socket
+   * of the port until it is closed, and closing a socket resets the connections still queued on it (it has
+   * its own accept queue; only net.ipv4.tcp_migrate_req, a sysctl of the pod's netns, would move them to a
+   * sibling). What we can do is make that queue as empty as possible when we close: we close from a check-phase
+   * callback, right after the event loop's poll phase has accepted everything that was pending (closing from
+   * the SIGTERM callback itself would drop what the same poll round had yet to accept). A connection that
+   * still loses that race is reset before any byte was exchanged; HBONE clients retry those on a new connection
+   * (pkg/hbone pool, droppedBeforeTls), which lands on the successor. TLS handshakes already under way finish
+   * and are answered with GOAWAY (pkg/hbone server), which clients retry the same way.
+   */
   async close(graceMs: number): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await new Promise<void>((r) => setImmediate(r));
     this.outbound.close();
     this.inboundPlain.close();
     const drained = this.hbone.drain();
     const deadline = new Promise<void>((r) => setTimeout(r, graceMs).unref());
     const idle = new Promise<void>((resolve) => {
-      const check = () => (this.sockets.size === 0 ? resolve() : setTimeout(check, 50).unref());
+      const check = () =>
+        this.sockets.size === 0 && this.settingUp.size === 0 ? resolve() : setTimeout(check, 50).unref();
       check();
     });
     await Promise.race([Promise.all([drained, idle]), deadline]);
+    this.forced = true;
     this.hbone.forceClose();
     this.pool.close();
     for (const s of this.sockets) s.destroy();
+    for (const s of this.settingUp) s.destroy();
     this.sockets.clear();
+    this.settingUp.clear();
     closeFd(this.netnsFd);
+  }
+
+  /** The HBONE server's counters (metrics). */
+  get hboneStats(): HboneServerStats {
+    return this.hbone.stats;
   }
 
   dump() {
