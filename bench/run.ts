@@ -1,16 +1,14 @@
 /**
  * `npm run bench -- [name…]`: runs the named benchmarks (default: all) — each `bench/<name>/run.ts` in its own
- * process — then regenerates the tables in docs/benchmarks.md from every `bench/results/*.json`.
- *
- * Aliases: `l4` is the ztunnel/HBONE data-path benchmark (bench/hbone).
+ * process — then regenerates the tables in docs/benchmarks.md from every `bench/results/*.json`. Options go to
+ * every benchmark run and need the `--name=value` form (`npm run bench -- l4 --reps=5`): a bare word is a
+ * benchmark name.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BENCH_DIR } from './lib.ts';
 import { writeReport } from './report.ts';
-
-const ALIASES: Readonly<Record<string, string>> = { l4: 'hbone' };
 
 function available(): string[] {
   return readdirSync(BENCH_DIR, { withFileTypes: true })
@@ -20,12 +18,10 @@ function available(): string[] {
 }
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-const names = (args.length > 0 ? args : available()).map((n) => ALIASES[n] ?? n);
+const names = args.length > 0 ? args : available();
 const unknown = names.filter((n) => !available().includes(n));
 if (unknown.length > 0) {
-  console.error(
-    `unknown benchmark(s): ${unknown.join(', ')}; available: ${available().join(', ')} (aliases: ${Object.keys(ALIASES).join(', ')})`,
-  );
+  console.error(`unknown benchmark(s): ${unknown.join(', ')}; available: ${available().join(', ')}`);
   process.exit(2);
 }
 let failed = 0;

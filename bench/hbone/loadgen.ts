@@ -5,10 +5,13 @@
  * following requests and shows in the tail (no coordinated omission). Prints one JSON line and exits.
  *
  * `node bench/hbone/loadgen.ts '{"port":1234,"connections":10,"rate":1000,"durationMs":4000,...}'`
+ * (`host` defaults to 127.0.0.1; bench/l4 runs it inside a lab pod's netns against another pod's IP). The
+ * output's `completed` counts every answered request, warm-up included (for CPU per request).
  */
 import { connect, type Socket } from 'node:net';
 
 interface LoadConfig {
+  readonly host?: string;
   readonly port: number;
   readonly connections: number;
   /** Requests per second, all connections together. */
@@ -26,6 +29,7 @@ const samples = new Float64Array(
   Math.ceil((cfg.rate * (cfg.durationMs + cfg.warmupMs)) / 1000) + cfg.connections * 4,
 );
 let count = 0;
+let completed = 0;
 let errors = 0;
 let start = 0;
 let stopping = false;
@@ -64,6 +68,7 @@ function onData(c: Conn, n: number): void {
   if (c.received < cfg.payloadBytes) return;
   const now = performance.now();
   c.inFlight = false;
+  completed++;
   if (now - start >= cfg.warmupMs && count < samples.length) samples[count++] = now - c.from;
   c.intended += intervalMs;
   const delay = c.intended - now;
@@ -81,7 +86,7 @@ await Promise.all(
     { length: cfg.connections },
     () =>
       new Promise<void>((resolve, reject) => {
-        const sock = connect({ host: '127.0.0.1', port: cfg.port, noDelay: true });
+        const sock = connect({ host: cfg.host ?? '127.0.0.1', port: cfg.port, noDelay: true });
         const c = new Conn(sock);
         sock.on('data', (d: Buffer) => onData(c, d.length));
         sock.on('error', () => {
@@ -112,6 +117,7 @@ const q = (p: number) => (count === 0 ? Number.NaN : sorted[Math.min(count - 1, 
 process.stdout.write(
   `${JSON.stringify({
     count,
+    completed,
     errors,
     achievedRate: count / (cfg.durationMs / 1000),
     p50: q(0.5),
