@@ -339,12 +339,14 @@ export class Waypoint {
     };
     fetchCert();
     // Requests first (HBONE drains streams), then the upstream side, then control-plane links.
+    // Drain.run starts every member at once; the control-plane links (certificates, TLS contexts, xDS) must
+    // outlive the proxy's drain, or handshakes accepted during the window fail (reset before TLS).
+    let proxyDrained: Promise<void> = Promise.resolve();
     this.drain.add({
       name: 'proxy',
-      drain: async () => {
-        this.ctx.draining = true;
-        await this.inbound.drain();
-        await this.ctx.upstreams.drain();
+      drain: () => {
+        proxyDrained = this.drainProxy();
+        return proxyDrained;
       },
       forceClose: () => {
         this.inbound.forceClose();
@@ -355,6 +357,7 @@ export class Waypoint {
     this.drain.add({
       name: 'control',
       drain: async () => {
+        await proxyDrained.catch(() => undefined);
         await this.ctx.spans?.close();
         this.source.close();
         this.certs.close();
@@ -367,6 +370,18 @@ export class Waypoint {
         this.security.close();
       },
     });
+  }
+
+  /** The proxy's drain, in order: the minimum window (still accepting), then inbound, then upstream pools. */
+  private async drainProxy(): Promise<void> {
+    this.ctx.draining = true;
+    // Keep accepting for the minimum drain window: ztunnels still routing here (istiod has not pushed the
+    // unbinding yet) must not be refused; existing connections get GOAWAY so they move on their next stream.
+    this.inbound.hbone.closeSessions();
+    const window = Math.min(this.inputs.config.minDrainMs, this.inputs.config.drainGraceMs);
+    if (window > 0) await new Promise((resolve) => setTimeout(resolve, window));
+    await this.inbound.drain();
+    await this.ctx.upstreams.drain();
   }
 
   async close(graceMs = 0): Promise<void> {

@@ -45,6 +45,12 @@ export interface WaypointConfig {
   readonly workloadCertTtlMs: number;
   /** How long SIGTERM waits for requests and tunnels to finish. */
   readonly drainGraceMs: number;
+  /**
+   * On SIGTERM, how long the waypoint keeps accepting new HBONE connections (answering them normally, with
+   * GOAWAY to existing ones and `connection: close` on HTTP/1.1) before it closes its listener: the time istiod
+   * needs to move ztunnels off a deleted or terminating waypoint. Bounded by the drain grace.
+   */
+  readonly minDrainMs: number;
   readonly logLevel: Level;
   /** One JSON access-log line per request / TCP stream (module "access"). */
   readonly accessLog: boolean;
@@ -119,7 +125,8 @@ export function loadConfig(e: env.Env = process.env): WaypointConfig {
     statsPort: env.int(e, 'STATS_PORT', 15020, { min: 0, max: 65535 }),
     readinessPort: env.int(e, 'READINESS_PORT', 15021, { min: 0, max: 65535 }),
     workloadCertTtlMs: env.duration(e, 'SECRET_TTL', 24 * 3600_000, { minMs: 60_000 }),
-    drainGraceMs: env.duration(e, 'DRAIN_DURATION', 5_000),
+    drainGraceMs: env.duration(e, 'DRAIN_DURATION', 4_500),
+    minDrainMs: env.duration(e, 'MINIMUM_DRAIN_DURATION', 2_000),
     logLevel: env.oneOf(e, 'LOG_LEVEL', 'info', LEVELS),
     accessLog: env.bool(e, 'ACCESS_LOG', true),
     maxRequestHeadersBytes: env.int(e, 'MAX_REQUEST_HEADERS_KB', 60, { min: 1, max: 8192 }) * KiB,

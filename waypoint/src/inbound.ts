@@ -92,6 +92,8 @@ export class Inbound implements Drainable {
   private readonly http1: HttpServer;
   private readonly h2: Http2Server;
   private readonly h2Sessions = new Set<ServerHttp2Session>();
+  /** Set when the listener closes (after the minimum drain window): new inner h2c sessions get GOAWAY at once. */
+  private stopping = false;
   private readonly tunnels = new Set<Duplex>();
   private readonly logOnce = new LogOnce();
   private pendingConn: DownstreamConn | null = null;
@@ -301,7 +303,8 @@ export class Inbound implements Drainable {
     session.once('remoteSettings', () => {
       if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW_SIZE);
     });
-    if (this.ctx.draining) session.close();
+    // GOAWAY at once only once the listener is closing; during the minimum drain window new sessions are served.
+    if (this.stopping) session.close();
   }
 
   /** HTTP/1.1 parse failures: 431 for oversize headers, 408 for a request that took too long, else 400. */
@@ -478,6 +481,7 @@ export class Inbound implements Drainable {
 
   /** Stops accepting, GOAWAYs HBONE and h2c sessions, closes idle HTTP/1.1 keep-alives; waits for the rest. */
   async drain(): Promise<void> {
+    this.stopping = true;
     for (const s of this.h2Sessions) if (!s.closed) s.close();
     this.http1.closeIdleConnections();
     const hbone = this.hbone.drain();

@@ -49,8 +49,12 @@ export interface DesiredResources {
 const PROXY_UID = 1337;
 /** Projected token lifetime; the kubelet refreshes it at 80% (Istio's value). */
 const TOKEN_EXPIRATION_SECONDS = 43_200;
-/** Istio's waypoint template: a waypoint holds no long-lived client state worth a long drain. */
-const WAYPOINT_TERMINATION_GRACE_SECONDS = 2;
+/**
+ * Istio's waypoint template uses 2 s. Ours is 5 s: on SIGTERM the waypoint keeps accepting for its minimum drain
+ * window (MINIMUM_DRAIN_DURATION, 2 s) while istiod moves ztunnels away from it, then lets in-flight requests
+ * finish — so removing or rolling a waypoint refuses no connection (test/e2e/waypoint.test.ts).
+ */
+const WAYPOINT_TERMINATION_GRACE_SECONDS = 5;
 /** Never copied from the Gateway: kubectl's bookkeeping would be huge and churn every object. */
 const NOT_COPIED_ANNOTATIONS = new Set(['kubectl.kubernetes.io/last-applied-configuration']);
 /** Labels in this prefix belong to the Gateway API itself and are not copied from `spec.infrastructure`. */
