@@ -287,7 +287,7 @@ export class PodProxy {
           forwarded: formatForwardedFor(srcIp, srcPort),
         });
       } else {
-        upstream = await connectInNetns({
+        const plain = await connectInNetns({
           netns: this.netnsFd,
           host: route.ip,
           port: route.port,
@@ -295,6 +295,9 @@ export class PodProxy {
           timeoutMs: CONNECT_TIMEOUT_MS,
           allowHalfOpen: true,
         });
+        // Like the HBONE sockets and the listeners: small writes are relayed at once (upstream ztunnel does too).
+        plain.setNoDelay(true);
+        upstream = plain;
       }
     } catch (err) {
       this.settingUp.delete(client);
@@ -472,9 +475,9 @@ export class PodProxy {
   }
 
   /** Connects to the app inside the pod netns with the original client IP as source (unless it is ours). */
-  private connectApp(srcIp: string, ip: string, port: number, me: WorkloadInfo): Promise<Socket> {
+  private async connectApp(srcIp: string, ip: string, port: number, me: WorkloadInfo): Promise<Socket> {
     const spoof = !me.ips.includes(srcIp) && !srcIp.startsWith('127.');
-    return connectInNetns({
+    const socket = await connectInNetns({
       netns: this.netnsFd,
       host: ip,
       port,
@@ -483,6 +486,8 @@ export class PodProxy {
       allowHalfOpen: true,
       ...(spoof ? { transparent: true, bind: { host: srcIp } } : {}),
     });
+    socket.setNoDelay(true);
+    return socket;
   }
 
   private trackPolicy(info: ConnectionInfo, a: Duplex, b: Duplex): TrackedConnection {
