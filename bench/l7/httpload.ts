@@ -17,7 +17,8 @@
  *
  *   node bench/l7/httpload.ts '{"host":"10.0.0.1","port":80,"path":"/api/x","headers":{},"mode":"rate",…}'
  */
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export interface HttpLoadConfig {
   readonly host: string;
@@ -55,8 +56,23 @@ export interface HttpLoadResult {
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 
+/** Opens one connection (a TCP socket by default; bench/l7/profile.ts passes HBONE tunnels). */
+export type Dial = () => Promise<Duplex>;
+
+function dialTcp(host: string, port: number): Dial {
+  return () =>
+    new Promise((resolve, reject) => {
+      const sock = connect({ host, port, noDelay: true });
+      sock.once('connect', () => {
+        sock.off('error', reject);
+        resolve(sock);
+      });
+      sock.once('error', reject);
+    });
+}
+
 class Conn {
-  sock: Socket | null = null;
+  sock: Duplex | null = null;
   busy = false;
   /** When the current request's latency counts from. */
   from = 0;
@@ -68,7 +84,10 @@ class Conn {
   ok = true;
 }
 
-function run(cfg: HttpLoadConfig): Promise<HttpLoadResult> {
+export function runLoad(
+  cfg: HttpLoadConfig,
+  dial: Dial = dialTcp(cfg.host, cfg.port),
+): Promise<HttpLoadResult> {
   const headerLines = Object.entries({ host: cfg.hostHeader, ...cfg.headers })
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
@@ -184,21 +203,18 @@ function run(cfg: HttpLoadConfig): Promise<HttpLoadResult> {
     if (c.remaining <= 0) done(c);
   };
 
-  const open = (c: Conn): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const sock = connect({ host: cfg.host, port: cfg.port, noDelay: true });
-      c.sock = sock;
-      sock.on('data', (d: Buffer) => onData(c, d));
-      sock.on('error', () => undefined);
-      sock.once('connect', () => resolve());
-      sock.once('error', reject);
-      sock.once('close', () => {
-        if (c.sock !== sock || stopping) return;
-        // Closed under us: the request in flight is lost.
-        if (c.busy) errors++;
-        reopen(c);
-      });
+  const open = async (c: Conn): Promise<void> => {
+    const sock = await dial();
+    c.sock = sock;
+    sock.on('data', (d: Buffer) => onData(c, d));
+    sock.on('error', () => undefined);
+    sock.once('close', () => {
+      if (c.sock !== sock || stopping) return;
+      // Closed under us: the request in flight is lost.
+      if (c.busy) errors++;
+      reopen(c);
     });
+  };
 
   function reopen(c: Conn): void {
     const old = c.sock;
@@ -248,8 +264,7 @@ function run(cfg: HttpLoadConfig): Promise<HttpLoadResult> {
     if (timer !== null) clearTimeout(timer);
     for (const c of conns) c.sock?.destroy();
     const sorted = samples.subarray(0, count).sort();
-    const q = (p: number) =>
-      count === 0 ? Number.NaN : sorted[Math.min(count - 1, Math.floor(p * count))]!;
+    const q = (p: number) => (count === 0 ? Number.NaN : sorted[Math.min(count - 1, Math.floor(p * count))]!);
     return {
       count,
       completed,
@@ -267,7 +282,7 @@ function run(cfg: HttpLoadConfig): Promise<HttpLoadResult> {
 
 if (import.meta.main) {
   const cfg = JSON.parse(process.argv[2] ?? '{}') as HttpLoadConfig;
-  const r = await run(cfg);
+  const r = await runLoad(cfg);
   process.stdout.write(`${JSON.stringify(r)}\n`);
   process.exit(0);
 }
