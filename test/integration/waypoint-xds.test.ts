@@ -96,6 +96,7 @@ beforeAll(async () => {
       ADMIN_PORT: '0',
       STATS_PORT: '0',
       READINESS_PORT: '0',
+      REMOVED_SERVICE_GRACE: '300ms',
     }),
     logger,
     registry: createRegistry(),
@@ -166,7 +167,12 @@ describe('waypoint xDS', () => {
       }),
     );
     await eventually(() => requests.some((r) => r.responseNonce === 'n3'));
-    expect(waypoint.store.table.lookup('10.96.1.1', 80)).toBeUndefined();
+    // Still routable for the removed-service grace (ztunnels may still send it here), then gone.
+    expect(waypoint.store.table.lookup('10.96.1.1', 80)).toBeDefined();
+    await eventually(() => expect(waypoint.store.table.lookup('10.96.1.1', 80)).toBeUndefined(), {
+      timeoutMs: 3_000,
+      intervalMs: 20,
+    });
     expect(waypoint.store.table.lookup('10.96.1.3', 80)).toBeDefined();
     const dump = waypoint.configDump();
     expect(dump.config.rejected).toBe(1);

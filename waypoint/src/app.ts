@@ -170,7 +170,9 @@ export class Waypoint {
         serverName: serverNameOf(config.caAddress),
       });
     const certs = new CertManager({ ca, logger: moduleLogger(logger, 'identity') });
-    const store = new ConfigStore(self, moduleLogger(logger, 'config'));
+    const store = new ConfigStore(self, moduleLogger(logger, 'config'), {
+      retireMs: config.removedServiceGraceMs,
+    });
     const contexts = new SecureContextCache();
     const pool = new HbonePool({
       name: 'waypoint upstream',

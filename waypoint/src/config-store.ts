@@ -4,6 +4,12 @@
  * update, the update is rejected (the xDS client NACKs it) and the previous table keeps serving — Envoy's
  * behaviour for a route table with an invalid route. Requests read `store.table` once and keep that table for
  * their lifetime, so a swap never changes a request half-way.
+ *
+ * A removed service keeps serving, with its last config, for a short retirement window (`retireMs`): istiod
+ * pushes the waypoint and the ztunnels independently, so when a service leaves this waypoint (unbound, waypoint
+ * being deleted) the waypoint can hear first while ztunnels still send it that service's traffic for a moment —
+ * answering it 503 would fail requests the mesh is in the middle of moving (Envoy likewise drains removed
+ * listeners). After the window the table is rebuilt without it.
  */
 import type { Logger } from 'pino';
 import { MeshError } from '../../pkg/errors/index.ts';
@@ -29,12 +35,63 @@ export class ConfigStore {
   private lastError: string | null = null;
   private lastUpdate: string | null = null;
   private readonly listeners: Array<() => void> = [];
+  /** Removed services still served until their deadline (performance.now() ms). */
+  private readonly retiring = new Map<string, { readonly cfg: ServiceConfig; readonly until: number }>();
+  private retireTimer: NodeJS.Timeout | null = null;
+  private readonly retireMs: number;
 
   /** `self`: this waypoint as `<namespace>/<gateway>` (ServiceConfig.waypoints entries). */
-  constructor(self: string, logger: Logger) {
+  constructor(self: string, logger: Logger, opts: { retireMs?: number } = {}) {
     this.self = self;
     this.logger = logger;
+    this.retireMs = opts.retireMs ?? 5_000;
     this.current = ServiceTable.build([], { self, logger }).table;
+  }
+
+  /** Stops the retirement timer (shutdown). */
+  close(): void {
+    if (this.retireTimer) clearTimeout(this.retireTimer);
+    this.retireTimer = null;
+  }
+
+  /** Current configs plus the retiring ones not replaced since. */
+  private buildInput(
+    next: ReadonlyMap<string, ServiceConfig>,
+    retiring: ReadonlyMap<string, { readonly cfg: ServiceConfig }> = this.retiring,
+  ): ServiceConfig[] {
+    const out = [...next.values()];
+    for (const [name, r] of retiring) if (!next.has(name)) out.push(r.cfg);
+    return out;
+  }
+
+  private scheduleRetirement(): void {
+    if (this.retireTimer || this.retiring.size === 0) return;
+    const soonest = Math.min(...[...this.retiring.values()].map((r) => r.until));
+    this.retireTimer = setTimeout(() => this.retire(), Math.max(0, soonest - performance.now()));
+    this.retireTimer.unref();
+  }
+
+  /** Drops retiring services whose window has passed and rebuilds the table without them. */
+  private retire(): void {
+    this.retireTimer = null;
+    const now = performance.now();
+    let dropped = 0;
+    for (const [name, r] of this.retiring)
+      if (r.until <= now) {
+        this.retiring.delete(name);
+        dropped++;
+      }
+    if (dropped > 0) {
+      // Everything left was accepted before; build problems were reported when it arrived.
+      this.current = ServiceTable.build(this.buildInput(this.configs), {
+        self: this.self,
+        logger: this.logger,
+        previous: this.current,
+      }).table;
+      this.logger.info({ retired: dropped, services: this.configs.size }, 'retired removed services');
+      for (const fn of this.listeners) fn();
+    }
+    this.scheduleRetirement();
   }
 
   get table(): ServiceTable {
@@ -65,7 +122,14 @@ export class ConfigStore {
       }
       next.set(key, cfg);
     }
-    const { table, errors } = ServiceTable.build([...next.values()], {
+    const until = performance.now() + this.retireMs;
+    const retiring = new Map(this.retiring);
+    for (const name of removed) {
+      const old = this.configs.get(name);
+      if (old && !next.has(name) && this.retireMs > 0) retiring.set(name, { cfg: old, until });
+    }
+    for (const name of next.keys()) retiring.delete(name);
+    const { table, errors } = ServiceTable.build(this.buildInput(next, retiring), {
       self: this.self,
       logger: this.logger,
       previous: this.current,
@@ -86,9 +150,12 @@ export class ConfigStore {
       if (!touched.has(e.service))
         this.logger.debug({ code: e.code, service: e.service, route: e.route }, e.message);
     }
+    this.retiring.clear();
+    for (const [k, v] of retiring) this.retiring.set(k, v);
     this.configs.clear();
     for (const [k, v] of next) this.configs.set(k, v);
     this.current = table;
+    this.scheduleRetirement();
     this.version++;
     this.lastUpdate = new Date().toISOString();
     this.logger.info(

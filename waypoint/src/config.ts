@@ -51,6 +51,11 @@ export interface WaypointConfig {
    * needs to move ztunnels off a deleted or terminating waypoint. Bounded by the drain grace.
    */
   readonly minDrainMs: number;
+  /**
+   * How long a service removed from this waypoint's config keeps being served with its last config, while the
+   * ztunnels (pushed independently) stop sending its traffic here (config-store.ts). 0 removes at once.
+   */
+  readonly removedServiceGraceMs: number;
   readonly logLevel: Level;
   /** One JSON access-log line per request / TCP stream (module "access"). */
   readonly accessLog: boolean;
@@ -127,6 +132,7 @@ export function loadConfig(e: env.Env = process.env): WaypointConfig {
     workloadCertTtlMs: env.duration(e, 'SECRET_TTL', 24 * 3600_000, { minMs: 60_000 }),
     drainGraceMs: env.duration(e, 'DRAIN_DURATION', 4_500),
     minDrainMs: env.duration(e, 'MINIMUM_DRAIN_DURATION', 2_000),
+    removedServiceGraceMs: env.duration(e, 'REMOVED_SERVICE_GRACE', 5_000),
     logLevel: env.oneOf(e, 'LOG_LEVEL', 'info', LEVELS),
     accessLog: env.bool(e, 'ACCESS_LOG', true),
     maxRequestHeadersBytes: env.int(e, 'MAX_REQUEST_HEADERS_KB', 60, { min: 1, max: 8192 }) * KiB,
