@@ -1,13 +1,15 @@
 /**
- * The CA client: sends CSRs to istiod's IstioCertificateService over TLS (verifying istiod with the mesh
- * root), authenticated by ztunnel's projected service-account token, asking for a local pod's identity through
- * the `ImpersonatedIdentity` metadata (istiod allows it only for pods on this node).
+ * The CA client of the data-plane proxies: sends CSRs to istiod's IstioCertificateService over TLS (verifying
+ * istiod with the mesh root), authenticated by the proxy's projected service-account token. ztunnel asks for a
+ * local pod's identity through the `ImpersonatedIdentity` metadata (istiod allows it only for pods on this
+ * node); a waypoint asks for its own identity (no metadata: istiod signs the identity the token proves).
  */
 import { readFileSync } from 'node:fs';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { MeshError } from '../../pkg/errors/index.ts';
-import { type CaClient, formatSpiffeId, type Identity } from '../../pkg/identity/index.ts';
-import { IstioCertificateServiceClient } from '../../pkg/xds/gen/istio/v1/auth/ca.ts';
+import { MeshError } from '../errors/index.ts';
+import { IstioCertificateServiceClient } from '../xds/gen/istio/v1/auth/ca.ts';
+import type { CaClient } from './manager.ts';
+import { formatSpiffeId, type Identity } from './spiffe.ts';
 
 /** A CSR round trip is milliseconds; a stuck istiod must not pin a fetch slot forever. */
 const CSR_TIMEOUT_MS = 15_000;

@@ -12,13 +12,14 @@ import type { Logger } from 'pino';
 import { Drain, drainableServer } from '../../pkg/drain/index.ts';
 import { describeError, MeshError } from '../../pkg/errors/index.ts';
 import { formatBaggage, HbonePool, type ListenSpec, type SocketTarget } from '../../pkg/hbone/index.ts';
+import { fileReader, GrpcCaClient } from '../../pkg/identity/ca-client.ts';
 import { type CaClient, CertManager, formatSpiffeId, type Identity } from '../../pkg/identity/index.ts';
 import type { JwksCache } from '../../pkg/jwt/index.ts';
 import { createRegistry, Gauge, type Registry, serveMetrics } from '../../pkg/metrics/index.ts';
 import { currentLevels, moduleLogger, setLogLevel } from '../../pkg/telemetry/index.ts';
 import { SecureContextCache } from '../../pkg/tls/index.ts';
 import { ServiceConfig } from '../../pkg/xds/gen/ambient/waypoint/v1/waypoint.ts';
-import { fileReader, GrpcCaClient, serviceAccountFromToken } from './ca-client.ts';
+import { serviceAccountFromToken } from './ca-client.ts';
 import type { WaypointConfig } from './config.ts';
 import { type ConfigSource, StaticConfigSource, XdsConfigSource } from './config-source.ts';
 import { ConfigStore } from './config-store.ts';
@@ -168,6 +169,7 @@ export class Waypoint {
         token,
         ttlSeconds: Math.round(config.workloadCertTtlMs / 1000),
         serverName: serverNameOf(config.caAddress),
+        impersonate: false,
       });
     const certs = new CertManager({ ca, logger: moduleLogger(logger, 'identity') });
     const store = new ConfigStore(self, moduleLogger(logger, 'config'), {

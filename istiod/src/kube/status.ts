@@ -12,9 +12,9 @@ import {
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { describeError } from '../../../pkg/errors/index.ts';
 import { isNotFound } from '../../../pkg/kube/index.ts';
 import type { ConditionSpec, StatusUpdate } from '../index/index.ts';
+import { StatusQueue } from './status-queue.ts';
 import type { Condition } from './types.ts';
 
 /** Where status updates go; the Kubernetes writer in production, a recorder in tests. */
@@ -29,8 +29,6 @@ const CRD_KINDS = {
 } as const;
 
 /** Most attempts per update before giving up (the next change of the object will try again). */
-const MAX_ATTEMPTS = 5;
-const RETRY_INITIAL_MS = 200;
 
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
@@ -103,79 +101,25 @@ interface StatusObject {
 export class KubeStatusWriter implements StatusSink {
   private readonly core: CoreV1Api;
   private readonly custom: CustomObjectsApi;
-  private readonly logger: Logger;
-  private readonly pending = new Map<string, { update: StatusUpdate; attempts: number }>();
-  private running = false;
-  private stopped = false;
-  private timer: NodeJS.Timeout | null = null;
+  private readonly queue: StatusQueue<StatusUpdate>;
 
   constructor(kc: KubeConfig, logger: Logger) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.custom = kc.makeApiClient(CustomObjectsApi);
-    this.logger = logger;
+    this.queue = new StatusQueue((u) => this.write(u), logger);
   }
 
   enqueue(update: StatusUpdate): void {
-    if (this.stopped) return;
-    const key = `${update.kind}/${update.namespace}/${update.name}`;
-    this.pending.set(key, { update, attempts: 0 });
-    this.kick(0);
+    this.queue.enqueue(`${update.kind}/${update.namespace}/${update.name}`, update);
   }
 
   /** Resolves when nothing is queued (tests, shutdown). */
-  async idle(): Promise<void> {
-    while (this.pending.size > 0 || this.running) await new Promise((r) => setTimeout(r, 10));
+  idle(): Promise<void> {
+    return this.queue.idle();
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.pending.clear();
-  }
-
-  private kick(delayMs: number): void {
-    if (this.running || this.timer || this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.drain();
-    }, delayMs);
-  }
-
-  private async drain(): Promise<void> {
-    this.running = true;
-    let retryIn = 0;
-    try {
-      while (this.pending.size > 0 && !this.stopped) {
-        const [key, item] = this.pending.entries().next().value as [
-          string,
-          { update: StatusUpdate; attempts: number },
-        ];
-        this.pending.delete(key);
-        try {
-          await this.write(item.update);
-        } catch (err) {
-          item.attempts++;
-          if (item.attempts >= MAX_ATTEMPTS) {
-            this.logger.warn(
-              { code: 'MESH_ERR_ISTIOD_STATUS_WRITE', object: key, err: describeError(err) },
-              'giving up writing status',
-            );
-          } else if (!this.pending.has(key)) {
-            // A newer update supersedes this one; otherwise retry later.
-            this.pending.set(key, item);
-            retryIn = RETRY_INITIAL_MS * 2 ** (item.attempts - 1);
-            this.logger.debug(
-              { object: key, err: describeError(err), retryInMs: retryIn },
-              'status write failed',
-            );
-            break;
-          }
-        }
-      }
-    } finally {
-      this.running = false;
-    }
-    if (this.pending.size > 0) this.kick(retryIn);
+    this.queue.stop();
   }
 
   private async write(u: StatusUpdate): Promise<void> {

@@ -10,10 +10,10 @@
  */
 import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { describeError } from '../../../pkg/errors/index.ts';
 import { isNotFound } from '../../../pkg/kube/index.ts';
 import type { ConditionSpec } from '../index/index.ts';
 import { mergeConditions } from '../kube/status.ts';
+import { StatusQueue } from '../kube/status-queue.ts';
 import type { Condition, Timestamp } from '../kube/types.ts';
 import { MESH_CONTROLLER_NAME } from './constants.ts';
 import { parentRefKey } from './routes.ts';
@@ -51,8 +51,6 @@ const API: Readonly<Record<L7StatusUpdate['kind'], { group: string; version: str
   RequestAuthentication: { group: 'security.istio.io', version: 'v1', plural: 'requestauthentications' },
 };
 
-const MAX_ATTEMPTS = 5;
-const RETRY_INITIAL_MS = 200;
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 function timeString(t: Timestamp | undefined): string | undefined {
@@ -119,76 +117,24 @@ interface StatusObject {
 
 export class L7StatusWriter implements L7StatusSink {
   private readonly custom: CustomObjectsApi;
-  private readonly logger: Logger;
-  private readonly pending = new Map<string, { update: L7StatusUpdate; attempts: number }>();
-  private running = false;
-  private stopped = false;
-  private timer: NodeJS.Timeout | null = null;
+  private readonly queue: StatusQueue<L7StatusUpdate>;
 
   constructor(kc: KubeConfig, logger: Logger) {
     this.custom = kc.makeApiClient(CustomObjectsApi);
-    this.logger = logger;
+    this.queue = new StatusQueue((u) => this.write(u), logger);
   }
 
   enqueue(update: L7StatusUpdate): void {
-    if (this.stopped) return;
-    this.pending.set(`${update.kind}/${update.namespace}/${update.name}`, { update, attempts: 0 });
-    this.kick(0);
+    this.queue.enqueue(`${update.kind}/${update.namespace}/${update.name}`, update);
   }
 
   /** Resolves when nothing is queued (tests, shutdown). */
-  async idle(): Promise<void> {
-    while (this.pending.size > 0 || this.running) await new Promise((r) => setTimeout(r, 10));
+  idle(): Promise<void> {
+    return this.queue.idle();
   }
 
   stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.pending.clear();
-  }
-
-  private kick(delayMs: number): void {
-    if (this.running || this.timer || this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.drain();
-    }, delayMs);
-  }
-
-  private async drain(): Promise<void> {
-    this.running = true;
-    let retryIn = 0;
-    try {
-      while (this.pending.size > 0 && !this.stopped) {
-        const [key, item] = this.pending.entries().next().value as [
-          string,
-          { update: L7StatusUpdate; attempts: number },
-        ];
-        this.pending.delete(key);
-        try {
-          await this.write(item.update);
-        } catch (err) {
-          item.attempts++;
-          if (item.attempts >= MAX_ATTEMPTS) {
-            this.logger.warn(
-              { code: 'MESH_ERR_ISTIOD_STATUS_WRITE', object: key, err: describeError(err) },
-              'giving up writing status',
-            );
-          } else if (!this.pending.has(key)) {
-            this.pending.set(key, item);
-            retryIn = RETRY_INITIAL_MS * 2 ** (item.attempts - 1);
-            this.logger.debug(
-              { object: key, err: describeError(err), retryInMs: retryIn },
-              'status write failed',
-            );
-            break;
-          }
-        }
-      }
-    } finally {
-      this.running = false;
-    }
-    if (this.pending.size > 0) this.kick(retryIn);
+    this.queue.stop();
   }
 
   private async write(u: L7StatusUpdate): Promise<void> {
