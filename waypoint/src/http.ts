@@ -31,7 +31,6 @@ import {
 import type { Duplex, Readable } from 'node:stream';
 import { describeError } from '../../pkg/errors/index.ts';
 import { formatAuthority, type PipeStats, pipeBidirectional } from '../../pkg/hbone/index.ts';
-import { parseSpiffeId } from '../../pkg/identity/index.ts';
 import { stripQueryParams } from '../../pkg/jwt/index.ts';
 import type { WaypointContext } from './context.ts';
 import type { DownstreamConn } from './downstream.ts';
@@ -56,7 +55,7 @@ import { type DestinationPeer, type DestinationServiceRef, httpLabels, peerLabel
 import { upstreamIsH2 } from './protocol.ts';
 import { type AuthzRequest, NO_AUTH, type RequestAuth } from './security.ts';
 import { injectTrace, startTrace, type TraceContext } from './tracing.ts';
-import { isConnectFailure, type UpstreamTarget } from './upstream.ts';
+import { endpointIdentity, isConnectFailure, type UpstreamTarget } from './upstream.ts';
 
 export type DownRequest = IncomingMessage | Http2ServerRequest;
 export type DownResponse = ServerResponse | Http2ServerResponse;
@@ -781,14 +780,13 @@ export class HttpProxy {
   }
 
   private target(ep: EngineEndpoint, targetPort: number, cluster: ClusterState): UpstreamTarget {
-    const parsed = ep.identity ? parseSpiffeId(ep.identity) : null;
     // The limiter holds the DestinationRule's connection pool with the subset's override applied.
     const l = cluster.limiter;
     return {
       ip: ep.address,
       targetPort,
       hbone: ep.hbone,
-      identity: parsed?.ok ? parsed.identity : null,
+      identity: endpointIdentity(ep.identity),
       maxConnections: l.maxConnections === Number.POSITIVE_INFINITY ? 0 : l.maxConnections,
       maxRequestsPerConnection: l.maxRequestsPerConnection,
       connectTimeoutMs: cluster.connectTimeoutMs,

@@ -38,7 +38,7 @@ import {
   pipeBidirectional,
   STREAM_WINDOW_SIZE,
 } from '../../pkg/hbone/index.ts';
-import { parseSpiffeId, type WorkloadCertificate } from '../../pkg/identity/index.ts';
+import type { WorkloadCertificate } from '../../pkg/identity/index.ts';
 import { LogOnce } from '../../pkg/telemetry/index.ts';
 import type { WaypointContext } from './context.ts';
 import { DownstreamConn } from './downstream.ts';
@@ -47,7 +47,7 @@ import { route } from './engine/index.ts';
 import { HttpProxy } from './http.ts';
 import { type PeerLabels, peerLabels } from './metrics.ts';
 import { chooseProtocol, detectProtocol, type Protocol } from './protocol.ts';
-import { buffersOnlyWritev, type UpstreamTarget } from './upstream.ts';
+import { buffersOnlyWritev, endpointIdentity, type UpstreamTarget } from './upstream.ts';
 
 const kConn = Symbol('waypoint.downstream');
 
@@ -384,12 +384,11 @@ export class Inbound implements Drainable {
       fail('UH', new Error('no healthy upstream'));
       return;
     }
-    const parsed = ep.identity ? parseSpiffeId(ep.identity) : null;
     const target: UpstreamTarget = {
       ip: ep.address,
       targetPort: picker.targetPort(ep),
       hbone: ep.hbone,
-      identity: parsed?.ok ? parsed.identity : null,
+      identity: endpointIdentity(ep.identity),
       maxConnections: 0,
       maxRequestsPerConnection: 0,
       connectTimeoutMs: cluster.connectTimeoutMs,

@@ -27,7 +27,7 @@ import {
   HboneError,
   type HbonePool,
 } from '../../pkg/hbone/index.ts';
-import type { Identity } from '../../pkg/identity/index.ts';
+import { type Identity, parseSpiffeId } from '../../pkg/identity/index.ts';
 
 /** Where one request (or TCP stream) goes. */
 export interface UpstreamTarget {
@@ -87,6 +87,24 @@ const kConnectFailure = Symbol('waypoint.connectFailure');
 const kRequests = Symbol('waypoint.requests');
 
 /** Marks an error as "could not connect" (Envoy UF, retriable as connect-failure). */
+const identities = new Map<string, Identity | null>();
+
+/**
+ * An endpoint's SPIFFE identity (ServiceConfig Endpoint.identity), parsed once: a waypoint forwards to few
+ * distinct identities, and parsing per request showed in profiles. Null when absent or not a SPIFFE id.
+ */
+export function endpointIdentity(spiffe: string): Identity | null {
+  if (!spiffe) return null;
+  let id = identities.get(spiffe);
+  if (id === undefined) {
+    const parsed = parseSpiffeId(spiffe);
+    id = parsed.ok ? parsed.identity : null;
+    if (identities.size >= 10_000) identities.clear();
+    identities.set(spiffe, id);
+  }
+  return id;
+}
+
 export function connectFailure(err: Error): Error {
   (err as Error & { [kConnectFailure]?: boolean })[kConnectFailure] = true;
   return err;
