@@ -15,12 +15,14 @@
  *   a policy change closes a live connection; D1 metrics (Prometheus text) and D2 access logs; ztunnel restart
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { V1Pod, V1PodList } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify as stringifyYaml } from 'yaml';
 import { Lab, REPO_ROOT } from '../../lab/cluster/lab.ts';
 import { testBlock, testPrefix, testRoot } from '../../lab/node/testdata/helpers.ts';
+import { connectInNetns } from '../../pkg/netns/index.ts';
 import { eventually, sleep, uniqueSuffix } from '../../pkg/testing/index.ts';
 
 const prefix = testPrefix();
@@ -37,6 +39,8 @@ const REVIEWS_ERROR = 'Error fetching product reviews!';
 const BOOKINFO_APPS = ['productpage', 'details', 'reviews', 'ratings'];
 /** ztunnel's denial is a closed/reset connection: curl exit 56 (recv failure) or 52 (empty reply). */
 const DENIED = [52, 56];
+/** Node's http server closes an idle keep-alive connection after 5 s; a margin on top. */
+const BASELINE_KEEPALIVE_MS = 6_000;
 
 interface Run {
   readonly code: number;
@@ -136,6 +140,27 @@ async function curlFrom(ns: string, pod: string, url: string, maxSec = 5): Promi
 
 const show = (f: Fetch): string =>
   `exit ${f.exit} HTTP ${f.status} ${f.stderr.trim()} ${f.body.slice(0, 200)}`;
+
+/** GET http://host:port/path from inside a network namespace (ztunnel's admin port lives in its own netns). */
+async function fetchInNetns(netns: string, host: string, port: number, path: string): Promise<string> {
+  const socket = await connectInNetns({ netns, host, port, timeoutMs: 5000 });
+  return new Promise((resolve, reject) => {
+    const r = httpRequest(
+      { path, createConnection: () => socket, headers: { connection: 'close' } },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve(body));
+        res.on('error', reject);
+      },
+    );
+    r.on('error', reject);
+    r.end();
+  });
+}
 
 // Filled in by beforeAll.
 let curlPod: V1Pod;
@@ -370,6 +395,7 @@ describe('ambient L4 data plane', () => {
     expect(enrolled).toHaveLength(8); // 6 Bookinfo + curl + echo
     // Plaintext before enrolment, as a baseline.
     await expectPage();
+    const baselineAt = performance.now();
 
     const t0 = performance.now();
     await kubectl(['label', 'namespace', NS, 'istio.io/dataplane-mode=ambient', '--overwrite']);
@@ -389,6 +415,29 @@ describe('ambient L4 data plane', () => {
       intervalMs: 300,
       what: 'productpage through ztunnel',
     });
+    // Before looking at the wire, let the mesh converge: every ztunnel knows every enrolled pod as HBONE (until
+    // istiod's push lands, ztunnel rightly passes traffic to a not-yet-HBONE destination through in plaintext),
+    // and the apps' keep-alive connections from the plaintext baseline have been closed (Node servers close
+    // idle ones after 5 s; Istio, like us, never moves an established connection into the mesh).
+    const enrolledIps = (await pods(NS)).filter((p) => p.metadata?.labels?.app !== 'opted-out').map(podIp);
+    await eventually(
+      async () => {
+        for (const z of await ztunnels()) {
+          const target = await lab.execTarget('istio-system', name(z));
+          const dump = JSON.parse(
+            await fetchInNetns(target.netnsPath, '127.0.0.1', 15000, '/config_dump'),
+          ) as { workloads: { addresses: string[]; protocol: string }[] };
+          const hbone = new Set(
+            dump.workloads.filter((w) => w.protocol === 'HBONE').flatMap((w) => w.addresses),
+          );
+          const missing = enrolledIps.filter((ip) => !hbone.has(ip));
+          if (missing.length) throw new Error(`${name(z)}: not HBONE yet: ${missing.join(', ')}`);
+        }
+      },
+      { timeoutMs: 20_000, intervalMs: 200, what: 'every ztunnel sees every enrolled pod as HBONE' },
+    );
+    const idle = BASELINE_KEEPALIVE_MS - (performance.now() - baselineAt);
+    if (idle > 0) await sleep(idle);
 
     // HBONE on the node link: curl (one node) → echo (the other) and productpage → details/reviews/ratings.
     const pcap = join(root, `a4-${uniqueSuffix()}.pcap`);
