@@ -57,3 +57,4 @@ export {
   type RejectStatus,
 } from './server.ts';
 export * from './settings.ts';
+export { buffersOnlyWritev } from './writev.ts';

@@ -48,6 +48,7 @@ import {
   POOL_IDLE_TIMEOUT_MS,
   POOL_MAX_STREAMS_PER_CONNECTION,
 } from './settings.ts';
+import { buffersOnlyWritev } from './writev.ts';
 
 /** Where a pooled connection's TCP socket goes; `localAddress` is the source IP to bind (null: any). */
 export interface SocketTarget {
@@ -608,6 +609,7 @@ export class HbonePool implements Drainable {
         ),
       );
     }
+    buffersOnlyWritev(stream);
     const pending = Promise.withResolvers<Duplex>();
     stream[kConn] = conn;
     stream[kPending] = pending;

@@ -46,6 +46,7 @@ import {
   SERVER_MAX_CONCURRENT_STREAMS,
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from './settings.ts';
+import { buffersOnlyWritev } from './writev.ts';
 
 /**
  * Where to listen: an adopted `net.Server` (e.g. bound in a pod netns by the native addon; it must already
@@ -227,6 +228,7 @@ export class ConnectRequest {
     this.status = 200;
     this.stream.respond({ ':status': 200 });
     this.state.server.stats.accepted++;
+    buffersOnlyWritev(this.stream);
     return this.stream;
   }
 

@@ -47,7 +47,7 @@ import { route } from './engine/index.ts';
 import { HttpProxy } from './http.ts';
 import { type PeerLabels, peerLabels } from './metrics.ts';
 import { chooseProtocol, detectProtocol, type Protocol } from './protocol.ts';
-import { buffersOnlyWritev, endpointIdentity, type UpstreamTarget } from './upstream.ts';
+import { endpointIdentity, type UpstreamTarget } from './upstream.ts';
 
 const kConn = Symbol('waypoint.downstream');
 
@@ -272,7 +272,6 @@ export class Inbound implements Drainable {
     conn.protocol = p;
     if (p === 'http1') {
       this.stats.http1++;
-      buffersOnlyWritev(tunnel);
       this.http1.emit('connection', tunnel);
       tunnel.resume();
     } else if (p === 'h2') {

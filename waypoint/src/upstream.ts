@@ -130,44 +130,12 @@ function returnThis(this: unknown): unknown {
   return this;
 }
 
-const kBuffersOnly = Symbol('waypoint.buffersOnly');
-
-interface WritevChunk {
-  chunk: Buffer | string;
-  encoding: BufferEncoding;
-}
-type Writev = (chunks: WritevChunk[], cb: (err?: Error | null) => void) => void;
-
-/**
- * Works around a Node 24 HTTP/2 defect: `_writev` on an Http2Stream with a mix of string and Buffer chunks (what
- * node:http does when it corks the header string with the first body Buffer) puts garbage on the wire in place
- * of the string's first bytes (reproduced: a POST's request line arrived as `D\xfd\0…a&fail=2 HTTP/1.1`).
- * Converting the strings to Buffers before the native writev avoids it; single writes are not affected.
- */
-export function buffersOnlyWritev(d: Duplex): void {
-  const s = d as Duplex & { _writev?: Writev | null; [kBuffersOnly]?: boolean };
-  const orig = s._writev;
-  if (typeof orig !== 'function' || s[kBuffersOnly] === true) return;
-  s[kBuffersOnly] = true;
-  s._writev = function writevBuffers(this: Duplex, chunks: WritevChunk[], cb: (err?: Error | null) => void) {
-    for (let i = 0; i < chunks.length; i++) {
-      const c = chunks[i] as WritevChunk;
-      if (typeof c.chunk === 'string') {
-        c.chunk = Buffer.from(c.chunk, c.encoding);
-        c.encoding = 'buffer' as BufferEncoding;
-      }
-    }
-    orig.call(this, chunks, cb);
-  };
-}
-
 /**
  * node:http's Agent and ClientRequest call net.Socket methods an HTTP/2 stream does not have; they are
  * meaningless on a tunnel (keepalive and no-delay belong to the HBONE connection underneath).
  */
 function asSocket(d: Duplex): Socket {
   const s = d as SocketLike;
-  buffersOnlyWritev(d);
   if (typeof s.setKeepAlive !== 'function') s.setKeepAlive = returnThis;
   if (typeof s.setNoDelay !== 'function') s.setNoDelay = returnThis;
   if (typeof s.ref !== 'function') s.ref = returnThis;
