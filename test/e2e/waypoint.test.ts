@@ -721,6 +721,19 @@ describe('waypoint (L7)', () => {
       expect(overflow).toBeLessThan(80);
     });
     console.log(`C9: ${overflow}/80 overflowed`);
+    // The 503s are the waypoint's circuit breaker (response flag UO), not a failing backend.
+    const [w] = await waypointPods();
+    const samples = parsePrometheus(await fetchIn(await t.netns(NS, name(w!)), podIp(w!), 15020, '/metrics'));
+    const overflowed = samples
+      .filter(
+        (x) =>
+          x.name === 'istio_requests_total' &&
+          x.labels.destination_service_name === 'productpage' &&
+          x.labels.response_code === '503',
+      )
+      .map((x) => x.labels.response_flags);
+    expect(overflowed.length).toBeGreaterThan(0);
+    expect(new Set(overflowed)).toEqual(new Set(['UO']));
   });
 
   it('C10: L7 authorization targeting the waypoint: the page works, ratings → details is 403 RBAC: access denied', async () => {
